@@ -1,0 +1,118 @@
+"""Audio I/O: every waveform enters the toolkit through `load_audio`.
+
+soundfile (libsndfile bundled in its wheel) reads wav/flac/ogg/mp3; torchaudio's own loaders need
+torchcodec + ffmpeg, which we do not depend on.
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from fractions import Fraction
+
+import numpy as np
+import soundfile as sf
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file and the problem."""
+
+
+# A header can declare any length; refuse anything that would not fit in memory instead of trying.
+MAX_SAMPLES = 2**31 // 4
+
+
+def _read(source, name: str) -> tuple[np.ndarray, int]:
+    try:
+        with sf.SoundFile(source) as f:
+            if f.channels < 1:
+                raise AudioError(f"{name}: file declares {f.channels} channels")
+            if f.samplerate <= 0:
+                raise AudioError(f"{name}: file declares sample rate {f.samplerate}")
+            if f.frames * f.channels > MAX_SAMPLES:
+                raise AudioError(f"{name}: file declares {f.frames} frames, more than this loader accepts")
+            data = f.read(dtype="float32", always_2d=True)
+            sr = f.samplerate
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as e:
+        raise AudioError(f"{name}: not readable as audio ({e})") from None
+    return data, sr
+
+
+def read_pipe(command: str) -> bytes:
+    """Run a Kaldi wav.scp pipe command (`sph2pipe -f wav x.sph |`) and return its stdout."""
+    cmd = command.rstrip()
+    if cmd.endswith("|"):
+        cmd = cmd[:-1]
+    proc = subprocess.run(cmd, shell=True, capture_output=True)
+    if proc.returncode != 0:
+        raise AudioError(f"{command!r}: command exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-300:]}")
+    return proc.stdout
+
+
+def load_audio(path, sample_rate: int | None = None, *, mono: bool = True) -> tuple[np.ndarray, int]:
+    """Read `path` (a file, a Kaldi pipe `cmd |`, or bytes) as float32 in [-1, 1].
+
+    Returns (samples, sample_rate): mono 1-D when `mono` (channels averaged), else (frames, channels).
+    With `sample_rate` the audio is resampled to it; audio is never silently re-interpreted at
+    another rate. Raises AudioError naming the file for missing, empty, unreadable, zero-length
+    or non-finite audio.
+    """
+    if isinstance(path, (bytes, bytearray)):
+        name, source = "<bytes>", io.BytesIO(path)
+    else:
+        name = str(path)
+        if name.rstrip().endswith("|"):
+            source = io.BytesIO(read_pipe(name))
+        else:
+            if not os.path.exists(name):
+                raise AudioError(f"{name}: no such file")
+            if os.path.isdir(name):
+                raise AudioError(f"{name}: is a directory, not an audio file")
+            if os.path.getsize(name) == 0:
+                raise AudioError(f"{name}: empty file (0 bytes)")
+            source = name
+    data, sr = _read(source, name)
+    if data.shape[0] == 0:
+        raise AudioError(f"{name}: zero-length audio (no samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{name}: audio contains NaN or Inf samples")
+    if mono:
+        data = data.mean(axis=1)
+    if sample_rate is not None and sr != sample_rate:
+        data = resample(data, sr, sample_rate)
+        sr = sample_rate
+    return np.ascontiguousarray(data, dtype=np.float32), sr
+
+
+def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Band-limited polyphase resampling along the first axis (scipy's resample_poly)."""
+    if orig_sr == target_sr:
+        return x
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(target_sr, orig_sr).limit_denominator(1000)
+    return resample_poly(x, ratio.numerator, ratio.denominator, axis=0).astype(np.float32)
+
+
+def audio_duration(path) -> float:
+    """Duration in seconds from the header alone (cheap for utt2dur)."""
+    name = str(path)
+    try:
+        info = sf.info(name)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(f"{name}: not readable as audio ({e})") from None
+    if info.samplerate <= 0:
+        raise AudioError(f"{name}: file declares sample rate {info.samplerate}")
+    return info.frames / info.samplerate
+
+
+def save_audio(path, samples: np.ndarray, sample_rate: int) -> None:
+    """Write 16-bit PCM (wav/flac by extension), atomically so no half-written file is left behind."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    fmt = os.path.splitext(path)[1].lstrip(".").upper() or "WAV"
+    sf.write(tmp, np.asarray(samples, dtype=np.float32), sample_rate, subtype="PCM_16", format=fmt)
+    os.replace(tmp, path)
+

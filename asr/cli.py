@@ -1,0 +1,238 @@
+"""`asr` command line: train | cmvn | decode | score | package | transcribe | models.
+
+Every recipe stage is one of these commands, so a user can run any stage alone.
+`python -m asr ...` is the same CLI, which is what lets `torchrun -m asr train ...` run DDP.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _add_model_args(p):
+    p.add_argument("--model", default=None, help="model name (see `asr models`), package file, exp dir or URL")
+    p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy")
+    p.add_argument("--lm", default=None, help="KenLM ARPA/binary for --decoder beam")
+    p.add_argument("--beam-width", type=int, default=None)
+    p.add_argument("--alpha", type=float, default=None, help="LM weight (natural log)")
+    p.add_argument("--beta", type=float, default=None, help="word insertion bonus")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=8)
+
+
+def cmd_train(a) -> int:
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(a.config, a.overrides)
+    best = train(cfg, a.exp_dir, resume=a.resume, max_steps=a.max_steps, device=a.device,
+                 info={"recipe": a.recipe} if a.recipe else None)
+    print(json.dumps(best))
+    return 0
+
+
+def cmd_cmvn(a) -> int:
+    from tqdm import tqdm
+
+    from .audio import AudioError, load_audio
+    from .config import load_config
+    from .datadir import read_data_dir
+    from .features import LogMel, compute_cmvn
+
+    cfg = load_config(a.config, a.overrides)
+    utts = [u for d in a.data for u in read_data_dir(d)]
+
+    def waves():
+        for u in tqdm(utts, desc="cmvn", file=sys.stderr, leave=False):
+            try:
+                yield load_audio(u.audio, cfg.features.sample_rate)[0]
+            except AudioError as e:
+                print(f"cmvn: skipped {u.utt_id}: {e}", file=sys.stderr)
+
+    stats = compute_cmvn(LogMel(cfg.features), waves())
+    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.output).write_text(json.dumps(stats))
+    print(f"cmvn: {stats['frames']} frames from {len(utts)} utterances -> {a.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_decode(a) -> int:
+    from .datadir import read_data_dir
+    from .metrics import score
+    from .pretrained import load_model
+    from .transcribe import Transcriber
+
+    model = load_model(a.model or "digits", a.device)
+    tr = Transcriber(model, a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size)
+    utts = read_data_dir(a.data)
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    errors = []
+    by_path = {}
+    t0 = time.time()
+    for t in tr.transcribe_files([u.audio for u in utts], on_error=lambda p, m: errors.append((p, m))):
+        by_path[t.path] = t
+    elapsed = time.time() - t0
+    hyps = {u.utt_id: by_path[u.audio].text for u in utts if u.audio in by_path}
+    with open(out / "hyp.txt", "w") as f:
+        f.writelines(f"{k} {v}\n" for k, v in sorted(hyps.items()))
+    with open(out / "hyp.jsonl", "w") as f:
+        for u in utts:
+            if u.audio in by_path:
+                f.write(json.dumps({"utt_id": u.utt_id, **by_path[u.audio].to_dict()}, ensure_ascii=False) + "\n")
+    for p, m in errors:
+        print(f"decode: failed {p}: {m}", file=sys.stderr)
+    refs = {u.utt_id: u.text or "" for u in utts}
+    stats = score(refs, hyps, out)
+    audio_s = sum(t.duration for t in by_path.values())
+    (out / "rtf").write_text(f"{elapsed / max(audio_s, 1e-9):.4f}\n")
+    print(f"{stats.kaldi_line()}  {a.data} -> {out}/wer  (RTF {elapsed / max(audio_s, 1e-9):.3f})")
+    return 1 if errors else 0
+
+
+def cmd_score(a) -> int:
+    from .datadir import read_text_file
+    from .metrics import score
+
+    stats = score(read_text_file(a.ref), read_text_file(a.hyp), a.out_dir)
+    print(stats.kaldi_line())
+    return 0
+
+
+def cmd_package(a) -> int:
+    from .pretrained import load_model, save_package
+
+    model = load_model(a.model)
+    info = dict(getattr(model, "info", {}) or {})
+    for item in a.info:
+        k, _, v = item.partition("=")
+        try:
+            info[k] = json.loads(v)
+        except json.JSONDecodeError:
+            info[k] = v
+    save_package(model, a.output, info)
+    print(f"package: {a.output}")
+    return 0
+
+
+def cmd_models(a) -> int:
+    from .pretrained import read_header, registry, resolve
+
+    reg = registry()
+    print(f"{'name':<16} {'size':>8}  {'arch':<8} {'trained on':<32} result")
+    for name, entry in sorted(reg.items()):
+        try:
+            path = resolve(name) if "file" in entry else None
+            size = f"{path.stat().st_size / 2**20:.1f}MB" if path else "remote"
+            meta = read_header(path) if path else {}
+            info = json.loads(meta.get("info", "{}"))
+        except Exception as e:  # a broken entry must not hide the others
+            size, info = "?", {"error": str(e)}
+        arch = entry.get("arch", "")
+        print(f"{name:<16} {size:>8}  {arch:<8} {info.get('data', entry.get('data', '')):<32} "
+              f"{info.get('result', entry.get('result', info.get('error', '')))}")
+    return 0
+
+
+def cmd_transcribe(a) -> int:
+    from tqdm import tqdm
+
+    from .pretrained import load_model
+    from .transcribe import Transcriber, expand_inputs, format_transcript
+
+    paths, errors = expand_inputs(a.inputs)
+    for item, msg in errors:
+        print(f"asr transcribe: {item}: {msg}", file=sys.stderr)
+    model = load_model(a.model or "digits", a.device)
+    tr = Transcriber(model, a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size, nbest=a.nbest)
+    out = open(a.output, "w", encoding="utf-8") if a.output else sys.stdout
+    failed = list(errors)
+
+    def on_error(path, msg):
+        failed.append((path, msg))
+        print(f"asr transcribe: {msg}", file=sys.stderr)
+
+    with tqdm(total=len(paths), desc="transcribe", unit="file", file=sys.stderr, disable=a.quiet or len(paths) < 2) as bar:
+        for t in tr.transcribe_files(paths, on_error=on_error, progress=bar):
+            out.write(format_transcript(t, a.format))
+            out.flush()
+    if a.output:
+        out.close()
+    if failed:
+        print(f"asr transcribe: {len(failed)} of {len(paths) + len(errors)} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .transcribe import FORMATS
+
+    ap = argparse.ArgumentParser(prog="asr", description="Speech recognition toolkit: stacked BiLSTM-CTC.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("--config", required=True)
+    p.add_argument("--exp-dir", required=True)
+    p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--recipe", default=None, help="recorded in the model package")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.lr=3e-4")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cmvn", help="global CMVN statistics of data dirs")
+    p.add_argument("--config", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("data", nargs="+")
+    p.add_argument("--override", dest="overrides", action="append", default=[])
+    p.set_defaults(func=cmd_cmvn)
+
+    p = sub.add_parser("decode", help="decode a data dir and score it (Kaldi-style wer file)")
+    _add_model_args(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("score", help="WER of a hypothesis text file against a reference text file")
+    p.add_argument("ref")
+    p.add_argument("hyp")
+    p.add_argument("out_dir")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("package", help="write a model package with metadata (measured WER, recipe)")
+    p.add_argument("--model", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--info", action="append", default=[], help="key=value (value may be JSON)")
+    p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("models", help="list known pretrained models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files")
+    _add_model_args(p)
+    p.add_argument("--format", choices=FORMATS, default="text")
+    p.add_argument("--nbest", type=int, default=1, help="n-best list size in json output (beam decoder)")
+    p.add_argument("-o", "--output", default=None)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("inputs", nargs="+", help="files, folders, globs, a manifest (.jsonl) or - (paths on stdin)")
+    p.set_defaults(func=cmd_transcribe)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        if "--debug" in sys.argv:
+            raise
+        print(f"asr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

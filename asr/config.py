@@ -1,0 +1,195 @@
+"""Experiment configs: YAML files mapped onto dataclasses, with `key=value` overrides.
+
+One YAML file describes one experiment (features, augmentation, model, training, decoding), so
+a recipe's `conf/` is a readable list of what was run.  Unknown keys are errors, not silently
+ignored: a typo in a config must not train the wrong model for a day.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class FeatureConfig:
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 80
+    f_min: float = 0.0
+    f_max: float | None = None
+    window: str = "hann"
+    preemphasis: float = 0.97
+    dither: float = 1e-5  # training only: breaks exact digital silence, whose log is -inf
+    cmvn: str | None = None  # JSON file with global mean/std, computed by `asr cmvn`
+
+
+@dataclass
+class AugmentConfig:
+    speed_perturb: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]
+    gain_db: list[float] = field(default_factory=list)  # [low, high] random gain
+    noise_snr_db: list[float] = field(default_factory=list)  # [low, high] white-noise SNR
+    freq_masks: int = 0
+    freq_mask_width: int = 0
+    time_masks: int = 0
+    time_mask_ratio: float = 0.0  # max width of one time mask, as a share of the utterance
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "ctc"  # ctc | speaker | tts
+    cell: str = "lstm"  # lstm | gru
+    num_layers: int = 3
+    hidden_size: int = 256
+    bidirectional: bool = True
+    proj_size: int = 0  # LSTM projection (LSTMP); 0 = none
+    dropout: float = 0.1
+    subsample: str = "stack"  # none | stack (low frame rate) | conv (DeepSpeech2's 2-D convolutions, 2x)
+    stack_frames: int = 3
+    conv_channels: int = 32
+    # speaker-model fields (ignored by ctc)
+    embedding_dim: int = 128
+    extra: dict = field(default_factory=dict)  # arch-specific knobs not shared by the others
+
+
+@dataclass
+class TrainConfig:
+    train_data: list[str] = field(default_factory=list)
+    dev_data: list[str] = field(default_factory=list)
+    max_epochs: int = 20
+    max_steps: int = 0  # 0 = max_epochs decides
+    batch_seconds: float = 200.0  # padded audio per batch: the frame budget of a bucket
+    max_batch_size: int = 64
+    max_duration: float = 30.0  # longer training utterances are skipped and reported
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 200
+    final_lr_ratio: float = 0.05  # cosine decay ends at lr * this
+    clip_grad_norm: float = 5.0  # exploding gradients in RNNs: clip the global norm
+    grad_accum: int = 1
+    amp: str = "bf16"  # bf16 | fp16 | none; only used on CUDA
+    seed: int = 0
+    num_workers: int = 1
+    checkpoint_every: int = 200  # steps
+    keep_checkpoints: int = 3
+    eval_every: int = 0  # steps; 0 = once per epoch
+    patience: int = 5  # evaluations without improvement before early stopping; 0 = never
+    log_every: int = 20
+    init_from: str | None = None  # a model package or exp dir to start from (fine-tuning)
+
+
+@dataclass
+class DecodeConfig:
+    decoder: str = "greedy"  # greedy | beam
+    beam_width: int = 16
+    lm: str | None = None
+    alpha: float = 0.5
+    beta: float = 1.0
+    batch_size: int = 16
+
+
+@dataclass
+class ExperimentConfig:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def from_dict(cls, data: dict | None, where: str = ""):
+    """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys raise."""
+    data = dict(data or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        f = known[name]
+        default = getattr(cls(), name) if not dataclasses.is_dataclass(f.type) else None
+        sub = _dataclass_type(cls, name)
+        if sub is not None:
+            kwargs[name] = from_dict(sub, value, f"{where}.{name}".lstrip("."))
+        else:
+            kwargs[name] = _coerce(value, default, f"{where}.{name}".lstrip("."))
+    return cls(**kwargs)
+
+
+def _dataclass_type(cls, name):
+    hint = cls.__dataclass_fields__[name].default_factory  # type: ignore[attr-defined]
+    if hint is not dataclasses.MISSING and dataclasses.is_dataclass(hint):
+        return hint
+    return None
+
+
+def _coerce(value, default, where):
+    """YAML gives ints for floats and strings for None-able paths; accept those, refuse the rest."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if isinstance(default, (int, float, str, list, dict)) and not isinstance(value, type(default)):
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """`train.lr=3e-4 model.num_layers=5` -> nested dict updates (values parsed as YAML)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), data: dict | None = None) -> ExperimentConfig:
+    if data is None:
+        data = {}
+        if path is not None:
+            try:
+                data = yaml.safe_load(Path(path).read_text()) or {}
+            except FileNotFoundError:
+                raise ConfigError(f"{path}: config file not found") from None
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    data = apply_overrides(json.loads(json.dumps(data)), list(overrides))
+    try:
+        return from_dict(ExperimentConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path or 'config'}: {e}") from None
+
+
+def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False)

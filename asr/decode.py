@@ -1,0 +1,86 @@
+"""Turning CTC posteriors into text: greedy (best path) decoding, word timings and confidences.
+
+Beam search with an n-gram LM, behind ctcdecode's API, lives in `asr.beam_search`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .text import SPACE, Vocabulary
+
+
+@dataclass
+class Word:
+    word: str
+    start: float  # seconds
+    end: float
+    confidence: float
+
+
+@dataclass
+class Hypothesis:
+    text: str
+    tokens: list[int]
+    frames: list[int]  # output frame at which each token was emitted
+    score: float = 0.0  # log-probability of the best path
+    words: list[Word] = field(default_factory=list)
+
+
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary,
+                  frame_shift: float | None = None) -> list[Hypothesis]:
+    """Best path: argmax per frame, merge repeats, drop blanks. With `frame_shift` also word timings."""
+    best, best_ids = log_probs.max(-1)
+    out = []
+    for b in range(log_probs.size(0)):
+        T = int(lengths[b])
+        ids = best_ids[b, :T].tolist()
+        tokens, frames, prev = [], [], vocab.blank_id
+        for t, i in enumerate(ids):
+            if i != prev and i != vocab.blank_id:
+                tokens.append(i)
+                frames.append(t)
+            prev = i
+        hyp = Hypothesis(vocab.decode(tokens).strip(), tokens, frames, float(best[b, :T].sum()))
+        if frame_shift is not None:
+            hyp.words = word_timings(ids, log_probs[b, :T], vocab, frame_shift)
+        out.append(hyp)
+    return out
+
+
+def word_timings(path: list[int], log_probs: torch.Tensor, vocab: Vocabulary, frame_shift: float) -> list[Word]:
+    """Words from a frame-level CTC path, with times in seconds and a confidence in [0, 1].
+
+    A word spans the frames from its first token's first frame to its last token's last frame
+    (repeats of a token are its own frames, blanks between words belong to neither), so times are
+    monotonic and inside the audio. Confidence is the mean posterior of the word's frames.
+    """
+    words: list[Word] = []
+    chars: list[int] = []
+    span: list[int] = []  # frames of the current word's tokens
+    probs = log_probs.exp()
+
+    def flush():
+        if chars:
+            conf = float(probs[span, [path[t] for t in span]].mean())
+            words.append(Word(vocab.decode(chars), round(span[0] * frame_shift, 3),
+                              round((span[-1] + 1) * frame_shift, 3), round(conf, 4)))
+        chars.clear()
+        span.clear()
+
+    prev = vocab.blank_id
+    for t, i in enumerate(path):
+        if i == vocab.blank_id:
+            prev = i
+            continue
+        if vocab.tokens[i] == SPACE:
+            flush()
+        elif i != prev:
+            chars.append(i)
+            span.append(t)
+        else:
+            span.append(t)
+        prev = i
+    flush()
+    return words

@@ -1,0 +1,229 @@
+"""Word and character error rates, scored the way Kaldi's compute-wer reports them.
+
+Counts agree with jiwer 4 exactly, ins/del/sub split included: `align` breaks ties the way
+rapidfuzz's Levenshtein.opcodes (jiwer's engine) does. Kaldi's compute-wer finds the same total
+but may split a tie differently (it prefers an insertion+deletion pair over two substitutions
+more often), so per-type counts can differ from Kaldi's by a few on the same data.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Iterable, Literal, Sequence
+
+Op = Literal["ok", "sub", "ins", "del"]
+Alignment = list[tuple[Op, str | None, str | None]]
+
+
+def align(ref: Sequence[str], hyp: Sequence[str]) -> Alignment:
+    """Minimum-edit alignment of two token lists, as (op, ref_token, hyp_token) triples.
+
+    An inserted token has ref_token None, a deleted one hyp_token None.
+    """
+    # rapidfuzz strips the common prefix and suffix before aligning, which decides where a
+    # repeated word is matched; doing the same keeps our ins/del/sub split identical to jiwer's.
+    n_pre = 0
+    while n_pre < min(len(ref), len(hyp)) and ref[n_pre] == hyp[n_pre]:
+        n_pre += 1
+    n_suf = 0
+    while (n_suf < min(len(ref), len(hyp)) - n_pre
+           and ref[len(ref) - 1 - n_suf] == hyp[len(hyp) - 1 - n_suf]):
+        n_suf += 1
+    r, h = ref[n_pre:len(ref) - n_suf], hyp[n_pre:len(hyp) - n_suf]
+
+    # d[i][j]: edit distance between r[:i] and h[:j]
+    d = [[i + j if i == 0 or j == 0 else 0 for j in range(len(h) + 1)] for i in range(len(r) + 1)]
+    for i in range(1, len(r) + 1):
+        for j in range(1, len(h) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (r[i - 1] != h[j - 1]))
+
+    # Walk back from the end with rapidfuzz's preferences: a deletion whenever it is optimal;
+    # else an insertion if d[i][j-1] < d[i-1][j-1], i.e. it ties a match or beats a substitution;
+    # else the diagonal. (So insertion vs. substitution ties go to the substitution.)
+    middle: Alignment = []
+    i, j = len(r), len(h)
+    while i and j:
+        if d[i][j] == d[i - 1][j] + 1:
+            i -= 1
+            middle.append(("del", r[i], None))
+        elif d[i][j - 1] < d[i - 1][j - 1]:
+            j -= 1
+            middle.append(("ins", None, h[j]))
+        else:
+            i, j = i - 1, j - 1
+            middle.append(("ok" if r[i] == h[j] else "sub", r[i], h[j]))
+    middle += [("del", r[k], None) for k in reversed(range(i))]
+    middle += [("ins", None, h[k]) for k in reversed(range(j))]
+    middle.reverse()
+
+    return ([("ok", t, t) for t in ref[:n_pre]] + middle
+            + [("ok", t, t) for t in ref[len(ref) - n_suf:]])
+
+
+@dataclass
+class ErrorStats:
+    """Error counts against `total` reference tokens (words, characters or sentences)."""
+
+    errors: int
+    total: int
+    ins: int = 0
+    dels: int = 0
+    subs: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Errors per 100 reference tokens.
+
+        With an empty reference this is 0 if there are no errors and 100·errors otherwise, as if
+        the reference had one token: jiwer's convention (its wer is the insertion count then),
+        chosen over inf so that a corpus of silences still gives a finite, comparable number.
+        """
+        return 100.0 * self.errors / max(self.total, 1)
+
+    def __add__(self, other: "ErrorStats") -> "ErrorStats":
+        return ErrorStats(self.errors + other.errors, self.total + other.total,
+                          self.ins + other.ins, self.dels + other.dels, self.subs + other.subs)
+
+    def kaldi_line(self, name: str = "WER") -> str:
+        """`%WER 1.23 [ 12 / 975, 3 ins, 4 del, 5 sub ]`, as Kaldi's compute-wer prints it."""
+        return (f"%{name} {self.rate:.2f} [ {self.errors} / {self.total}, "
+                f"{self.ins} ins, {self.dels} del, {self.subs} sub ]")
+
+
+def _stats(alignment: Alignment, total: int) -> ErrorStats:
+    n = {op: 0 for op in ("ok", "sub", "ins", "del")}
+    for op, _, _ in alignment:
+        n[op] += 1
+    return ErrorStats(n["sub"] + n["ins"] + n["del"], total, n["ins"], n["del"], n["sub"])
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _chars(text: str) -> list[str]:
+    # jiwer.cer's default: strip the ends, then every character counts, inner spaces included
+    # (a run of spaces counts as several). Other toolkits drop spaces or map them to <space>;
+    # this choice keeps our CER equal to jiwer's.
+    return list(text.strip())
+
+
+def word_errors(ref: str, hyp: str) -> ErrorStats:
+    r = _words(ref)
+    return _stats(align(r, _words(hyp)), len(r))
+
+
+def char_errors(ref: str, hyp: str) -> ErrorStats:
+    """Character errors, with jiwer.cer's tokenisation: ends stripped, inner spaces counted."""
+    r = _chars(ref)
+    return _stats(align(r, _chars(hyp)), len(r))
+
+
+def _corpus(per_utt, refs: Sequence[str], hyps: Sequence[str]) -> ErrorStats:
+    if len(refs) != len(hyps):
+        raise ValueError(f"refs has {len(refs)} sentences but hyps has {len(hyps)}")
+    return sum((per_utt(r, h) for r, h in zip(refs, hyps)), ErrorStats(0, 0))
+
+
+def corpus_wer(refs: Sequence[str], hyps: Sequence[str]) -> ErrorStats:
+    return _corpus(word_errors, refs, hyps)
+
+
+def corpus_cer(refs: Sequence[str], hyps: Sequence[str]) -> ErrorStats:
+    return _corpus(char_errors, refs, hyps)
+
+
+def _per_utt_lines(utt: str, alignment: Alignment) -> list[str]:
+    # Kaldi's wer_per_utt_details.pl layout: one column per aligned pair, '***' for the empty
+    # side, columns padded so ref, hyp and op line up under each other.
+    code = {"ok": "C", "sub": "S", "ins": "I", "del": "D"}
+    cols = [(r if r is not None else "***", h if h is not None else "***", code[op])
+            for op, r, h in alignment]
+    widths = [max(len(c) for c in col) for col in cols]
+    rows = {kind: " ".join(col[k].ljust(w) for col, w in zip(cols, widths)).rstrip()
+            for k, kind in enumerate(("ref", "hyp", "op"))}
+    n = {c: sum(col[2] == c for col in cols) for c in "CSID"}
+    rows["#csid"] = f"{n['C']} {n['S']} {n['I']} {n['D']}"
+    return [f"{utt} {kind:<5} {row}".rstrip() for kind, row in rows.items()]
+
+
+def score(ref_text: dict[str, str], hyp_text: dict[str, str], out_dir: str | os.PathLike) -> ErrorStats:
+    """Score hypotheses against references; write `out_dir/wer` and `out_dir/per_utt`.
+
+    A reference utterance without a hypothesis is scored as an empty hypothesis (all deletions)
+    and named in the wer file; hypotheses without a reference are ignored and counted there.
+    Returns the corpus word error stats.
+    """
+    words = ErrorStats(0, 0)
+    chars = ErrorStats(0, 0)
+    wrong_sentences = 0
+    per_utt: list[str] = []
+    missing = [utt for utt in ref_text if utt not in hyp_text]
+    for utt, ref in ref_text.items():
+        hyp = hyp_text.get(utt, "")
+        ref_words = _words(ref)
+        alignment = align(ref_words, _words(hyp))
+        utt_stats = _stats(alignment, len(ref_words))
+        words += utt_stats
+        chars += char_errors(ref, hyp)
+        wrong_sentences += utt_stats.errors > 0
+        per_utt += _per_utt_lines(utt, alignment)
+
+    sentences = ErrorStats(wrong_sentences, len(ref_text))
+    lines = [
+        words.kaldi_line("WER"),
+        f"%SER {sentences.rate:.2f} [ {sentences.errors} / {sentences.total} ]",
+        chars.kaldi_line("CER"),
+        f"Scored {len(ref_text)} sentences, {len(missing)} not present in hyp.",
+    ]
+    if missing:
+        lines.append("Missing from hyp (scored as all deletions): " + " ".join(missing))
+    extra = sum(utt not in ref_text for utt in hyp_text)
+    if extra:
+        lines.append(f"Ignored {extra} hyp utterances that have no reference.")
+
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "wer"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out_dir, "per_utt"), "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in per_utt))
+    return words
+
+
+def read_text(path: str | os.PathLike) -> dict[str, str]:
+    """A Kaldi `text` file (`utt word word …` per line) as {utt: transcript}."""
+    texts: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split(maxsplit=1)
+            if not fields:
+                continue
+            utt = fields[0]
+            if utt in texts:
+                raise ValueError(f"{path}:{lineno}: utterance id {utt!r} appears twice")
+            texts[utt] = fields[1].strip() if len(fields) > 1 else ""
+    return texts
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m asr.metrics",
+        description="Score a Kaldi-style hypothesis text file against a reference text file.")
+    parser.add_argument("ref_text", help="reference `text` file: utt-id word word ...")
+    parser.add_argument("hyp_text", help="hypothesis `text` file in the same format")
+    parser.add_argument("out_dir", nargs="?", default=None,
+                        help="where to write `wer` and `per_utt` (default: a temporary directory)")
+    args = parser.parse_args(None if argv is None else list(argv))
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = args.out_dir or tmp
+        score(read_text(args.ref_text), read_text(args.hyp_text), out_dir)
+        with open(os.path.join(out_dir, "wer"), encoding="utf-8") as f:
+            sys.stdout.write(f.read())
+
+
+if __name__ == "__main__":
+    main()

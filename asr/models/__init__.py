@@ -1,0 +1,17 @@
+"""Every model of the toolkit; `model_class(arch)` maps a package's arch name to its class."""
+from __future__ import annotations
+
+from .acoustic import CTCModel
+
+_ARCHS = {"ctc": CTCModel}
+
+
+def register(cls) -> None:
+    _ARCHS[cls.arch] = cls
+
+
+def model_class(arch: str):
+    try:
+        return _ARCHS[arch]
+    except KeyError:
+        raise ValueError(f"model.arch: unknown architecture {arch!r}; known: {sorted(_ARCHS)}") from None

@@ -1,0 +1,208 @@
+"""The acoustic model: log-mel -> (conv) -> stacked BiLSTM/GRU -> linear -> CTC over characters."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ExperimentConfig
+from ..features import Frontend, lengths_to_mask
+from ..text import Vocabulary, ctc_min_frames
+from .rnn import StackedRNN
+
+
+SUBSAMPLERS = {"none", "conv", "stack"}
+
+
+class ConvSubsample(nn.Module):
+    """DeepSpeech2's 2-D convolutions over (time, frequency); stride 2 in time halves the frame rate.
+
+    Padding frames are zeroed after every block (deepspeech.pytorch's MaskConv), so in eval mode an
+    utterance's output does not depend on how much padding its batch added.
+    """
+
+    time_stride = 2
+
+    def __init__(self, n_mels: int, channels: int = 32):
+        super().__init__()
+        self.blocks = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(1, channels, (11, 41), stride=(2, 2), padding=(5, 20)),
+                          nn.BatchNorm2d(channels), nn.Hardtanh(0, 20, inplace=True)),
+            nn.Sequential(nn.Conv2d(channels, channels, (11, 21), stride=(1, 2), padding=(5, 10)),
+                          nn.BatchNorm2d(channels), nn.Hardtanh(0, 20, inplace=True)),
+        ])
+        f = n_mels
+        for _ in self.blocks:
+            f = (f + 1) // 2
+        self.output_size = channels * f
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return (lengths + 1) // 2
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.unsqueeze(1)  # (B, 1, T, F)
+        out_lens = lengths
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == 0:
+                out_lens = self.output_lengths(lengths)
+            x = x * lengths_to_mask(out_lens, x.size(2)).to(x.dtype)[:, None, :, None]
+        B, C, T, F = x.shape
+        return x.permute(0, 2, 1, 3).reshape(B, T, C * F), out_lens
+
+
+class FrameStack(nn.Module):
+    """Low frame rate (Sak et al. 2015): concatenate every `stride` frames into one.
+
+    Cheaper than convolutions and, on small data, quicker for CTC to leave its all-blank phase.
+    """
+
+    def __init__(self, n_mels: int, stride: int = 3):
+        super().__init__()
+        self.time_stride = stride
+        self.output_size = n_mels * stride
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return (lengths + self.time_stride - 1) // self.time_stride
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, F = x.shape
+        pad = (-T) % self.time_stride
+        x = nn.functional.pad(x, (0, 0, 0, pad))  # padding is zeros, as the frames past each length
+        return x.reshape(B, (T + pad) // self.time_stride, F * self.time_stride), self.output_lengths(lengths)
+
+
+class CTCModel(nn.Module):
+    arch = "ctc"
+
+    def __init__(self, cfg: ExperimentConfig, vocab: Vocabulary):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab = vocab
+        m = cfg.model
+        self.frontend = Frontend(cfg.features, cfg.augment)
+        size = self.frontend.output_size
+        if m.subsample not in SUBSAMPLERS:
+            raise ValueError(f"model.subsample: {m.subsample!r} is not one of {sorted(SUBSAMPLERS)}")
+        self.conv = None
+        if m.subsample == "conv":
+            self.conv = ConvSubsample(size, m.conv_channels)
+        elif m.subsample == "stack":
+            self.conv = FrameStack(size, m.stack_frames)
+        if self.conv is not None:
+            size = self.conv.output_size
+        self.encoder = StackedRNN(size, m.hidden_size, m.num_layers, m.cell, m.bidirectional, m.proj_size, m.dropout)
+        self.dropout = nn.Dropout(m.dropout)
+        self.output = nn.Linear(self.encoder.output_size, len(vocab))
+        self.ctc = nn.CTCLoss(blank=vocab.blank_id, reduction="none", zero_infinity=True)
+
+    # -- what a package needs to rebuild this model
+    def package_meta(self) -> dict:
+        return {"vocab": self.vocab.tokens}
+
+    @classmethod
+    def from_package_meta(cls, cfg: ExperimentConfig, meta: dict) -> "CTCModel":
+        return cls(cfg, Vocabulary(meta["vocab"]))
+
+    @classmethod
+    def from_training_data(cls, cfg: ExperimentConfig, utterances) -> "CTCModel":
+        """Labels are taken from the training text: any script, no hand-written token list."""
+        return cls(cfg, Vocabulary.from_texts(u.text or "" for u in utterances))
+
+    def check_utterance(self, utt, max_speed: float = 1.0) -> str | None:
+        """Why `utt` cannot be trained on (None if it can). Out-of-vocabulary text is an error."""
+        if not (utt.text or "").strip():
+            return "empty transcript"
+        ids = self.vocab.encode(utt.text, utt.utt_id)  # raises, naming the utterance
+        if utt.duration is not None:
+            samples = int(utt.duration / max_speed * self.cfg.features.sample_rate)
+            frames = int(self.output_frames(torch.tensor(samples)))
+            if frames < ctc_min_frames(ids):
+                return f"too short for CTC: {frames} output frames < {ctc_min_frames(ids)} needed for {len(ids)} labels"
+        return None
+
+    @property
+    def frame_shift(self) -> float:
+        """Seconds between two output frames."""
+        f = self.cfg.features
+        return f.hop_length * (self.conv.time_stride if self.conv is not None else 1) / f.sample_rate
+
+    def output_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        n = self.frontend.logmel.num_frames(num_samples)
+        return self.conv.output_lengths(n) if self.conv is not None else n
+
+    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) waveforms at cfg.features.sample_rate -> (B, T, V) log-probabilities, (B,) lengths."""
+        x, lens = self.frontend(wav, wav_lens)
+        if self.conv is not None:
+            x, lens = self.conv(x, lens)
+        x = self.encoder(x, lens)
+        logits = self.output(self.dropout(x))
+        return logits.float().log_softmax(-1), lens
+
+    def compute_loss(self, batch) -> dict:
+        """CTC loss over the batch; utterances CTC cannot align are dropped and named, never inf."""
+        targets = [self.vocab.encode(t, u) for t, u in zip(batch.texts, batch.utt_ids)]
+        out_frames = self.output_frames(batch.wav_lens)
+        ok = [i for i, ids in enumerate(targets) if ids and ctc_min_frames(ids) <= int(out_frames[i])]
+        dropped = [(batch.utt_ids[i], f"{int(out_frames[i])} output frames < {ctc_min_frames(targets[i])} "
+                    f"needed for its {len(targets[i])} labels") for i in range(len(targets)) if i not in ok]
+        if not ok:
+            return {"loss": None, "dropped": dropped, "tokens": 0}
+        if len(ok) < len(targets):
+            idx = torch.tensor(ok)
+            wav, wav_lens = batch.wav[idx], batch.wav_lens[idx]
+            wav = wav[:, : int(wav_lens.max())]
+        else:
+            wav, wav_lens = batch.wav, batch.wav_lens
+        targets = [targets[i] for i in ok]
+        log_probs, lens = self(wav, wav_lens)
+        flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long)
+        tlens = torch.tensor([len(ids) for ids in targets], dtype=torch.long)
+        losses = self.ctc(log_probs.transpose(0, 1), flat, lens.cpu(), tlens)
+        bad = ~torch.isfinite(losses)
+        if bad.any():  # a NaN from the network itself: report it rather than train on it
+            dropped += [(batch.utt_ids[ok[i]], "non-finite CTC loss") for i in bad.nonzero().flatten().tolist()]
+            losses = losses.masked_fill(bad, 0.0)
+        tokens = int(tlens[~bad.cpu()].sum())
+        # Sum over utterances / tokens: long and short utterances weigh by their label count.
+        return {"loss": losses.sum() / max(tokens, 1), "dropped": dropped, "tokens": tokens,
+                "utts": len(ok) - int(bad.sum())}
+
+    def transcribe(self, audio, sample_rate: int | None = None, **options):
+        """Transcribe a path, a waveform with its sample rate, or a list of either (batched).
+
+        Options are those of `asr.transcribe.Transcriber` (decoder, lm, beam_width, batch_size...).
+        Returns a Transcript (or a list of them) with text, duration and timed words.
+        """
+        from ..transcribe import Transcriber, to_model_rate
+        from ..audio import load_audio
+
+        tr = Transcriber(self, **options)
+        if not isinstance(audio, (list, tuple)):
+            return tr.transcribe(audio, sample_rate)
+        items = []
+        for i, a in enumerate(audio):
+            if isinstance(a, (str, bytes)) or hasattr(a, "__fspath__"):
+                items.append((str(a), load_audio(a, tr.sr)[0]))
+            else:
+                items.append((f"<array {i}>", to_model_rate(a, sample_rate, tr.sr)))
+        return tr.transcribe_arrays(items)
+
+    @torch.no_grad()
+    def evaluate(self, batches) -> dict:
+        """Greedy WER/CER and CTC loss over dev batches (the trainer picks the best model by WER)."""
+        from ..decode import greedy_decode
+        from ..metrics import corpus_cer, corpus_wer
+
+        refs, hyps, loss_sum, tokens = [], [], 0.0, 0
+        for batch in batches:
+            log_probs, lens = self(batch.wav, batch.wav_lens)
+            targets = [self.vocab.encode(t, u) for t, u in zip(batch.texts, batch.utt_ids)]
+            flat = torch.tensor([t for ids in targets for t in ids], dtype=torch.long)
+            tlens = torch.tensor([len(ids) for ids in targets], dtype=torch.long)
+            loss_sum += float(self.ctc(log_probs.transpose(0, 1), flat, lens.cpu(), tlens).sum())
+            tokens += int(tlens.sum())
+            hyps.extend(h.text for h in greedy_decode(log_probs, lens, self.vocab))
+            refs.extend(batch.texts)
+        return {"wer": corpus_wer(refs, hyps).rate, "cer": corpus_cer(refs, hyps).rate,
+                "loss": loss_sum / max(tokens, 1)}

@@ -1,0 +1,190 @@
+"""Model packages: one safetensors file = weights + config + vocabulary + CMVN + metadata.
+
+Loading never unpickles anything (safetensors holds raw tensors and a string->string header), so a
+package from a stranger cannot run code.  The header records the package-format version, so an
+old package keeps loading after an upgrade, and a sha256 over the weights, so a tampered or
+corrupt file is refused with a message naming it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .checkpoint import atomic_write_bytes, sha256_file
+from .config import ExperimentConfig, load_config
+
+FORMAT = "asr-package"
+FORMAT_VERSION = 1
+PACKAGE_FILE = "model.safetensors"  # name of the package inside an experiment dir
+EMBEDDED_DIR = Path(__file__).parent / "pretrained"
+
+
+class PackageError(ValueError):
+    pass
+
+
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Hash of names, dtypes, shapes and bytes, independent of file layout."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_package(model, path: str | Path, info: dict | None = None) -> Path:
+    """Write `model` (any toolkit model) with its config and metadata to one file, atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "arch": model.arch,
+        "config": json.dumps(model.cfg.to_dict(), ensure_ascii=False),
+        "model_meta": json.dumps(model.package_meta(), ensure_ascii=False),
+        "info": json.dumps({"date": date.today().isoformat(), **(info or {})}, ensure_ascii=False),
+        "weights_sha256": weights_sha256(tensors),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+    return path
+
+
+def read_header(path: str | Path) -> dict:
+    """The package's metadata without loading the weights (for `asr models`)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or n > 100 * 2**20 or n > os.path.getsize(path) - 8:
+                raise PackageError(f"{path}: not a model package (bad safetensors header length {n})")
+            header = json.loads(f.read(n))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PackageError(f"{path}: not a model package ({e})") from None
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT:
+        raise PackageError(f"{path}: not an asr model package (no '{FORMAT}' format marker)")
+    return meta
+
+
+@dataclass
+class Package:
+    path: Path
+    arch: str
+    cfg: ExperimentConfig
+    model_meta: dict
+    info: dict
+    tensors: dict
+
+
+def read_package(path: str | Path) -> Package:
+    path = Path(path)
+    if not path.exists():
+        raise PackageError(f"{path}: no such model package")
+    meta = read_header(path)
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise PackageError(f"{path}: package format {version} is newer than this asr supports "
+                           f"({FORMAT_VERSION}); upgrade asr")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PackageError(f"{path}: truncated or corrupt package ({e})") from None
+    want = meta.get("weights_sha256")
+    if want and weights_sha256(tensors) != want:
+        raise PackageError(f"{path}: weights checksum mismatch: the file was modified or corrupted")
+    try:
+        cfg = load_config(data=json.loads(meta["config"]))
+        return Package(path, meta["arch"], cfg, json.loads(meta["model_meta"]), json.loads(meta.get("info", "{}")), tensors)
+    except (KeyError, json.JSONDecodeError, ValueError) as e:
+        raise PackageError(f"{path}: incomplete package header ({e})") from None
+
+
+def load_package(path: str | Path, device: str | torch.device = "cpu"):
+    from .models import model_class
+
+    pkg = read_package(path)
+    model = model_class(pkg.arch).from_package_meta(pkg.cfg, pkg.model_meta)
+    missing, unexpected = model.load_state_dict(pkg.tensors, strict=False)
+    if missing or unexpected:
+        raise PackageError(f"{path}: weights do not fit the {pkg.arch} model "
+                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.info = pkg.info
+    model.package_path = pkg.path
+    return model.to(device).eval()
+
+
+# -- the registry: names -> packages ----------------------------------------------------------
+
+REGISTRY_FILE = Path(__file__).parent / "pretrained" / "registry.json"
+
+
+def asr_home() -> Path:
+    return Path(os.environ.get("ASR_HOME", Path.home() / ".cache" / "asr"))
+
+
+def registry() -> dict[str, dict]:
+    """Known model names: {name: {file | url, sha256, description, ...}}."""
+    try:
+        return json.loads(REGISTRY_FILE.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A registry name, a local file, an experiment dir, a file:// URL or an http(s) URL -> local file."""
+    s = str(name_or_path)
+    reg = registry()
+    if s in reg:
+        entry = reg[s]
+        if "file" in entry:
+            return EMBEDDED_DIR / entry["file"]
+        return _fetch(entry["url"], entry.get("sha256"), asr_home() / "models" / f"{s}.safetensors")
+    if s.startswith("file://"):
+        s = urllib.parse.unquote(urllib.parse.urlparse(s).path)
+    elif s.startswith(("http://", "https://")):
+        return _fetch(s, None, asr_home() / "models" / Path(urllib.parse.urlparse(s).path).name)
+    p = Path(s)
+    if p.is_dir():
+        p = p / PACKAGE_FILE
+    if not p.exists():
+        known = ", ".join(sorted(reg)) or "none"
+        raise PackageError(f"{s}: not a known model name (known: {known}) and no such file or directory")
+    return p
+
+
+def _fetch(url: str, sha256: str | None, dest: Path) -> Path:
+    if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            shutil.copyfileobj(r, f)
+    except OSError as e:
+        raise PackageError(f"{url}: download failed ({e}); pass a local path or file:// URL instead") from None
+    if sha256 and sha256_file(tmp) != sha256:
+        tmp.unlink()
+        raise PackageError(f"{url}: downloaded file does not match its sha256 {sha256}")
+    os.replace(tmp, dest)
+    return dest
+
+
+DEFAULT_MODEL = "digits"
+
+
+def load_model(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu"):
+    """A ready model from a registry name, a package file, an experiment dir or a URL."""
+    return load_package(resolve(name_or_path), device)

@@ -1,0 +1,82 @@
+"""Token vocabularies taken from the training text: any Unicode, multi-character tokens allowed."""
+from __future__ import annotations
+
+import unicodedata
+
+BLANK = "<blank>"
+SPACE = " "
+
+
+class VocabularyError(ValueError):
+    pass
+
+
+class Vocabulary:
+    """Blank at id 0 (CTC's convention here and in ctcdecode), then the tokens.
+
+    Tokens are characters by default; a token list may also hold multi-character units (the
+    encoder then matches the longest token first), so a new language needs no code change.
+    """
+
+    def __init__(self, tokens: list[str]):
+        if not tokens or tokens[0] != BLANK:
+            tokens = [BLANK] + [t for t in tokens if t != BLANK]
+        if len(set(tokens)) != len(tokens):
+            raise VocabularyError("vocabulary has duplicate tokens")
+        self.tokens = list(tokens)
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+        self._max_len = max(len(t) for t in self.tokens[1:]) if len(self.tokens) > 1 else 1
+
+    @classmethod
+    def from_texts(cls, texts) -> "Vocabulary":
+        chars = set()
+        for text in texts:
+            chars.update(normalize(text))
+        return cls([BLANK] + sorted(chars))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def blank_id(self) -> int:
+        return 0
+
+    @property
+    def space_id(self) -> int | None:
+        return self.index.get(SPACE)
+
+    def encode(self, text: str, utt_id: str = "") -> list[int]:
+        text = normalize(text)
+        ids, i = [], 0
+        while i < len(text):
+            for n in range(min(self._max_len, len(text) - i), 0, -1):
+                tid = self.index.get(text[i:i + n])
+                if tid is not None:
+                    ids.append(tid)
+                    i += n
+                    break
+            else:
+                where = f"utterance {utt_id}: " if utt_id else ""
+                raise VocabularyError(f"{where}character {text[i]!r} (U+{ord(text[i]):04X}) is not in the "
+                                      f"model's vocabulary {''.join(self.tokens[1:])!r}")
+        return ids
+
+    def decode(self, ids) -> str:
+        return "".join(self.tokens[i] for i in ids if i != 0)
+
+    def oov(self, text: str) -> set[str]:
+        try:
+            self.encode(text)
+            return set()
+        except VocabularyError:
+            return {c for c in normalize(text) if c not in self.index}
+
+
+def normalize(text: str) -> str:
+    """NFC, single spaces, no edge spaces: the same text always maps to the same tokens."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def ctc_min_frames(ids: list[int]) -> int:
+    """Fewest output frames CTC needs for a label: one per token plus a blank between repeats."""
+    return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)

@@ -1,0 +1,345 @@
+"""One trainer for every model of the toolkit (CTC acoustic, speaker, TTS).
+
+A model brings `compute_loss(batch)`, `evaluate(batches)` and `from_training_data(cfg, utts)`;
+the trainer brings the rest: bucketed batches, AdamW with warmup and cosine decay, gradient
+clipping, AMP on GPU, DDP under torchrun, atomic checkpoints with everything needed to resume
+exactly, best-model selection, early stopping, a CSV log and a training-curve PNG.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .audio import AudioError, audio_duration
+from .config import ExperimentConfig, dump_config
+from .data import AudioDataset, BucketBatchSampler, collate, eval_batches
+from .datadir import read_data_dir
+from .models import model_class
+from .pretrained import PACKAGE_FILE, load_package, save_package
+
+# Which evaluation number picks the best model, and whether lower is better.
+BEST_METRIC = {"ctc": ("wer", "min"), "speaker": ("eer", "min"), "tts": ("loss", "min")}
+
+
+def setup_logging(exp_dir: Path, rank: int) -> logging.Logger:
+    log = logging.getLogger("asr.train")
+    log.handlers.clear()
+    log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if rank == 0:
+        fh = logging.FileHandler(exp_dir / "train.log")
+        fh.setFormatter(fmt)
+        log.addHandler(fh)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setFormatter(fmt)
+    log.addHandler(sh)
+    return log
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def read_utterances(dirs: list[str], log, skipped: list) -> list:
+    """All utterances of the data dirs, with durations; unreadable audio is skipped and recorded."""
+    utts = []
+    for d in dirs:
+        for u in read_data_dir(d):
+            if u.duration is None:
+                try:
+                    u.duration = audio_duration(u.audio)
+                except AudioError as e:
+                    skipped.append((u.utt_id, str(e)))
+                    continue
+            utts.append(u)
+    log.info("read %d utterances (%.2f h) from %s", len(utts), sum(u.duration for u in utts) / 3600, ", ".join(dirs))
+    return utts
+
+
+def lr_lambda(warmup: int, total: int, final_ratio: float):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+class CSVLog:
+    """Rows of the training log; on resume rows past the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, keep_until_step: int | None):
+        self.path = path
+        self.rows: list[dict] = []
+        if keep_until_step is not None and path.exists():
+            with open(path) as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
+        self.fields = ["step", "epoch", "split", "loss", "lr", "grad_norm", "utts_per_s", "audio_s_per_s"]
+
+    def add(self, **row) -> None:
+        for k in row:
+            if k not in self.fields:
+                self.fields.append(k)
+        self.rows.append(row)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, self.fields)
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def plot_curves(rows: list[dict], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = [(int(r["step"]), float(r["loss"])) for r in rows if r["split"] == "train" and r.get("loss") not in (None, "")]
+    dv = [(int(r["step"]), float(r[metric])) for r in rows if r["split"] == "dev" and r.get(metric) not in (None, "")]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    if tr:
+        ax[0].plot(*zip(*tr))
+    ax[0].set(xlabel="step", ylabel="train loss", yscale="log", title="training loss")
+    if dv:
+        ax[1].plot(*zip(*dv), marker="o")
+    ax[1].set(xlabel="step", ylabel=f"dev {metric}", title=f"dev {metric}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+class _LossForward(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model.compute_loss(batch)
+
+
+def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_steps: int | None = None,
+          device: str | None = None, info: dict | None = None) -> dict:
+    """Train `cfg` into `exp_dir`; returns the best evaluation. Re-running with resume=True continues
+    from the newest valid checkpoint exactly as if the run had not stopped."""
+    tc = cfg.train
+    if max_steps is not None:
+        tc.max_steps = max_steps
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    exp_dir = Path(exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = exp_dir / "checkpoints"
+    log = setup_logging(exp_dir, rank)
+    seed_everything(tc.seed)
+    if rank == 0:
+        dump_config(cfg, exp_dir / "config.yaml")
+
+    state = ckpt.load_latest(ckpt_dir, log.warning) if resume else None
+    if resume and state is None:
+        log.info("no checkpoint in %s: starting from scratch", ckpt_dir)
+
+    skipped: list[tuple[str, str]] = []
+    train_utts = read_utterances(tc.train_data, log, skipped)
+    dev_utts = read_utterances(tc.dev_data, log, skipped) if tc.dev_data else []
+    if not train_utts:
+        raise ValueError(f"train.train_data: no usable utterances in {tc.train_data}")
+
+    cls = model_class(cfg.model.arch)
+    if state is not None:
+        model = cls.from_package_meta(cfg, state["model_meta"])
+    elif tc.init_from:
+        model = load_package(tc.init_from).train()
+        model.cfg = cfg
+        log.info("initialised from %s", tc.init_from)
+    else:
+        model = cls.from_training_data(cfg, train_utts)
+    model.to(device)
+
+    max_speed = max(cfg.augment.speed_perturb or [1.0])
+    kept = []
+    for u in train_utts:
+        why = "longer than train.max_duration" if u.duration > tc.max_duration else model.check_utterance(u, max_speed)
+        (skipped.append((u.utt_id, why)) if why else kept.append(u))
+    train_utts = kept
+    for u in dev_utts:
+        if (why := model.check_utterance(u)) is not None:
+            log.warning("dev utterance %s: %s", u.utt_id, why)
+    if skipped:
+        log.warning("skipping %d training utterances (listed in %s)", len(skipped), exp_dir / "skipped_utts.txt")
+    if rank == 0:
+        (exp_dir / "skipped_utts.txt").write_text("".join(f"{u}\t{why}\n" for u, why in skipped))
+
+    sampler = BucketBatchSampler([u.duration for u in train_utts], tc.batch_seconds, tc.max_batch_size,
+                                 shuffle=True, seed=tc.seed, rank=rank, world_size=world)
+    loader_gen = torch.Generator().manual_seed(tc.seed)  # keeps DataLoader seeding off the global RNG
+    dataset = AudioDataset(train_utts, cfg.features.sample_rate, cfg.augment, tc.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                         num_workers=tc.num_workers, generator=loader_gen,
+                                         prefetch_factor=4 if tc.num_workers else None)
+    dev_loader = eval_batches(dev_utts, cfg.features.sample_rate, tc.batch_seconds, tc.max_batch_size) if dev_utts else None
+    log.info("%d batches per epoch, padding efficiency %.3f", len(sampler), sampler.padding_efficiency())
+
+    steps_per_epoch = max(1, len(sampler) // tc.grad_accum)
+    total_steps = tc.max_steps or tc.max_epochs * steps_per_epoch
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc.warmup_steps, total_steps, tc.final_lr_ratio))
+    use_amp = device.type == "cuda" and tc.amp in ("bf16", "fp16")
+    amp_dtype = torch.bfloat16 if tc.amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and tc.amp == "fp16")
+
+    net = model
+    if world > 1:  # DDP hooks run on forward(), so wrap compute_loss as one
+        net = torch.nn.parallel.DistributedDataParallel(_LossForward(model),
+                                                        device_ids=[device.index] if device.type == "cuda" else None)
+
+    metric, mode = BEST_METRIC.get(cfg.model.arch, ("loss", "min"))
+    step, epoch, position, best, bad_evals = 0, 0, 0, None, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        step, epoch, position = state["step"], state["epoch"], state["position"]
+        best, bad_evals = state["best"], state["bad_evals"]
+        log.info("resumed from step %d (epoch %d, batch %d)", step, epoch, position)
+    csv_log = CSVLog(exp_dir / "train_log.csv", step if state is not None else -1)
+
+    def save_state():
+        if rank != 0:
+            return
+        rng = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        ckpt.save_checkpoint({
+            "model": model.state_dict(), "model_meta": model.package_meta(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng, "step": step,
+            "epoch": epoch, "position": position, "best": best, "bad_evals": bad_evals,
+        }, ckpt.checkpoint_path(ckpt_dir, step))
+        ckpt.prune_checkpoints(ckpt_dir, tc.keep_checkpoints)
+
+    def run_eval() -> bool:
+        """Evaluate on dev; save the package if best. Returns True when early stopping triggers."""
+        nonlocal best, bad_evals
+        if dev_loader is None or rank != 0:
+            return False
+        model.eval()
+        t0 = time.time()
+        res = model.evaluate(b.to(device) for b in dev_loader)
+        model.train()
+        improved = best is None or (res[metric] < best[metric] if mode == "min" else res[metric] > best[metric])
+        log.info("step %d dev: %s (%.1f s)%s", step, " ".join(f"{k}={v:.4g}" for k, v in res.items()),
+                 time.time() - t0, "  *best*" if improved else "")
+        csv_log.add(step=step, epoch=epoch, split="dev", **{k: round(v, 5) for k, v in res.items()})
+        if improved:
+            best, bad_evals = {**res, "step": step}, 0
+            save_package(model, exp_dir / PACKAGE_FILE, {**(info or {}), "dev": {k: round(v, 4) for k, v in res.items()},
+                                                          "step": step})
+        else:
+            bad_evals += 1
+        plot_curves(csv_log.rows, metric, exp_dir / "train_curve.png")
+        return bool(tc.patience) and bad_evals >= tc.patience
+
+    model.train()
+    bad_log = open(exp_dir / "bad_utts.txt", "a") if rank == 0 else None
+    stop = step >= total_steps
+    t_last, utts_since, audio_since = time.time(), 0, 0.0
+    while not stop and epoch < tc.max_epochs:
+        sampler.load_state_dict({"epoch": epoch, "position": position})
+        bar = tqdm(total=len(sampler), initial=position, desc=f"epoch {epoch + 1}", disable=rank != 0,
+                   dynamic_ncols=True, file=sys.stderr, leave=False)
+        for batch in loader:
+            position += 1
+            bar.update(1)
+            for utt, why in batch.errors:
+                log.warning("skipped %s: %s", utt, why)
+                bad_log and bad_log.write(f"{utt}\t{why}\n")
+            if len(batch) == 0:
+                continue
+            batch.to(device)
+            with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
+                out = net(batch) if world > 1 else model.compute_loss(batch)
+            for utt, why in out["dropped"]:
+                log.warning("dropped %s: %s", utt, why)
+                bad_log and bad_log.write(f"{utt}\t{why}\n")
+            if out["loss"] is None:
+                continue
+            scaler.scale(out["loss"] / tc.grad_accum).backward()
+            loss_value = float(out["loss"].detach())
+            utts_since += len(batch)
+            audio_since += float(batch.wav_lens.sum()) / cfg.features.sample_rate
+            if position % tc.grad_accum:
+                continue
+            scaler.unscale_(optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad_norm))
+            if math.isfinite(grad_norm):
+                scaler.step(optimizer)
+            else:
+                log.warning("step %d: non-finite gradient norm, update skipped", step)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            bar.set_postfix(loss=f"{loss_value:.3f}", step=step)
+            if step % tc.log_every == 0 and rank == 0:
+                dt = time.time() - t_last
+                csv_log.add(step=step, epoch=epoch, split="train", loss=round(loss_value, 5),
+                            lr=f"{scheduler.get_last_lr()[0]:.3g}", grad_norm=round(grad_norm, 4),
+                            utts_per_s=round(utts_since / dt, 2), audio_s_per_s=round(audio_since / dt, 2))
+                t_last, utts_since, audio_since = time.time(), 0, 0.0
+            if tc.eval_every and step % tc.eval_every == 0:
+                stop = run_eval()
+            if step % tc.checkpoint_every == 0:
+                save_state()
+            if step >= total_steps or stop:
+                stop = True
+                break
+        bar.close()
+        if not stop:
+            epoch, position = epoch + 1, 0
+            log.info("epoch %d done (step %d)", epoch, step)
+            if not tc.eval_every:
+                stop = run_eval()
+            save_state()
+    if bad_log:
+        bad_log.close()
+    if dev_loader is None and rank == 0:
+        save_package(model, exp_dir / PACKAGE_FILE, {**(info or {}), "step": step})
+    save_state()
+    if rank == 0 and csv_log.rows:
+        plot_curves(csv_log.rows, metric, exp_dir / "train_curve.png")
+    log.info("finished at step %d; best: %s", step, best)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return best or {}

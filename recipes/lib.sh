@@ -1,0 +1,34 @@
+# Shared by every recipe's run.sh: option parsing (Kaldi's parse_options.sh style) and stage guards.
+# A stage runs when stage <= N <= stop_stage; a finished stage leaves exp/.done/<N>.<name> and is
+# skipped when run again (delete the marker, or pass --force true, to redo it).
+
+# --foo-bar value  sets  foo_bar=value  for any variable the recipe declared before sourcing this.
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --help|-h) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --*=*) name=${1%%=*}; name=${name#--}; value=${1#*=}; shift ;;
+    --*) name=${1#--}; value=${2:?option $1 needs a value}; shift 2 ;;
+    *) echo "$0: unexpected argument '$1' (options are --name value)" >&2; exit 2 ;;
+  esac
+  name=${name//-/_}
+  if ! declare -p "$name" >/dev/null 2>&1; then echo "$0: unknown option --${name//_/-}" >&2; exit 2; fi
+  printf -v "$name" '%s' "$value"
+done
+
+force=${force:-false}
+
+# stage N NAME: true when stage N should run now.
+stage() {
+  local n=$1 name=$2
+  [ "$n" -ge "$stage" ] && [ "$n" -le "$stop_stage" ] || return 1
+  if [ "$force" != true ] && [ -f "exp/.done/$n.$name" ]; then
+    echo "== stage $n ($name): done already, skipping (exp/.done/$n.$name)"
+    return 1
+  fi
+  echo "== stage $n ($name): $(date '+%F %T')"
+  return 0
+}
+
+done_stage() { mkdir -p exp/.done && touch "exp/.done/$1.$2"; }
+
+machine() { echo "$(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(python -c 'import torch;print("CUDA "+torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'), torch $(python -c 'import torch;print(torch.__version__)')"; }
