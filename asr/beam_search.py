@@ -3,25 +3,30 @@
 ctcdecode itself cannot be pip-installed (its sdist downloads Boost while building), so the same
 constructor and `decode()` outputs are served by flashlight-text's decoders, which ship as wheels:
 
-- no LM, no lexicon: flashlight's lexicon-free search, merged with `prefix_search` (below);
+- no LM, no lexicon: flashlight's lexicon-free search merged with `prefix_beam_search` (below);
 - a token-level KenLM model (its words are the labels, the space written `|`): lexicon-free
   search with that LM;
-- a word-level KenLM model: lexicon-constrained search, the lexicon given as a file or a list of
-  words, or else taken from the ARPA file's unigrams.
+- a word-level KenLM model, or a lexicon: lexicon-constrained search over the words of the
+  lexicon (a file or a list of words), or else of the ARPA file's unigrams. Output is then
+  words separated by single spaces, with no space at either end.
 
-Scores. `beam_scores[b, k]` is -ln P_CTC(beam k | utterance b): the exact negative natural-log
-CTC likelihood of the returned label sequence, from the forward algorithm, LM excluded. Lower is
-better. ctcdecode returns the same quantity (its `-approx_ctc`), only approximated: it sums the
-paths that survived its pruning and subtracts the LM terms it added. Beams come in the search's
-order: with an LM that is acoustic + alpha·LM + beta·words, so with an LM the beam scores need
-not increase down the list (as with ctcdecode); without one they do.
+Scores. `beam_scores[b, k]` is -ln P_CTC(beam k | utterance b) summed over the CTC paths the
+search kept, LM and word bonus excluded: lower is better, and without a lexicon it is never below
+the exact value (`ctc_forward_logprob`), which it approaches when the posteriors are peaked.
+This is ctcdecode's quantity (`-approx_ctc`), computed the same way. With a lexicon a beam is a
+transcript: its score also sums the label sequences that differ from it only in extra spaces
+between or around words, which that search does not tell apart. Beams come in the search's
+order: with an LM that is by acoustic + alpha·ln P_LM + beta·words, so the beam scores need not
+increase down the list (as with ctcdecode); without an LM it is by beam score.
 
 Why the no-LM search is merged with a prefix search: flashlight's lexicon-free search keeps a
-prefix ending in blank and the same prefix ending in a label as two hypotheses with separate
-scores, so its beam holds fewer distinct prefixes and its order is by a part of their
-probability; on random posteriors its top beam was less probable than a plain prefix search's
-in about 1 of 3 cases. Taking the union of both n-best lists and ranking it by exact likelihood
-makes "the best beam is never less probable than a plain prefix search's" hold by construction.
+prefix ending in blank and the same prefix ending in a label as two hypotheses, so its beam holds
+fewer distinct prefixes and ranks them by part of their probability. On random posteriors
+(beam 16, 50-150 frames, 28 labels) its top beam was less probable than a plain prefix search's
+in 29 of 40 utterances and more probable in 2. Ranking the union of both n-best lists makes "the
+best beam is never less probable than what a plain prefix search finds" hold by construction,
+at the cost of running both: at beam 100, 300 frames, 28 labels, ~70-90 ms for the numpy prefix
+search plus ~100-180 ms for flashlight per utterance.
 
 Unlike ctcdecode, slots past the last beam found are zero-filled with `out_lens` 0 and score inf
 (ctcdecode leaves them uninitialised).
@@ -30,8 +35,7 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -39,59 +43,64 @@ import torch
 from asr.lm import LM_SPECIAL_WORDS, WORD_BOUNDARY, arpa_unigrams, read_lexicon, spell, spelling_labels
 
 BACKENDS = ("auto", "flashlight", "ctcdecode", "prefix")
-Hypothesis = tuple[tuple[int, ...], tuple[int, ...]]  # (labels, frame where each label starts)
-
-
-def ctc_forward_logprobs(log_probs: np.ndarray, sequences: Sequence[Sequence[int]],
-                         blank_id: int = 0) -> np.ndarray:
-    """Exact ln P_CTC(sequence | log_probs) for each label sequence; -inf where it cannot fit."""
-    log_probs = np.asarray(log_probs, dtype=np.float64)
-    n, frames = len(sequences), log_probs.shape[0]
-    if n == 0:
-        return np.zeros(0)
-    if frames == 0:
-        return np.array([0.0 if len(s) == 0 else -np.inf for s in sequences])
-    lengths = torch.tensor([len(s) for s in sequences])
-    targets = torch.zeros(n, max(1, int(lengths.max())), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        targets[i, :len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-    lp = torch.from_numpy(log_probs)[:, None, :].expand(-1, n, -1)
-    nll = torch.nn.functional.ctc_loss(lp, targets, torch.full((n,), frames), lengths,
-                                       blank=blank_id, reduction="none", zero_infinity=False)
-    return -nll.numpy()
+Hypothesis = tuple[tuple[int, ...], tuple[int, ...], float]  # labels, frame each starts, ln P
 
 
 def ctc_forward_logprob(log_probs: np.ndarray, tokens: Sequence[int], blank_id: int = 0) -> float:
-    """Exact ln P_CTC(tokens | log_probs), log_probs of shape (T, V)."""
-    return float(ctc_forward_logprobs(log_probs, [tokens], blank_id)[0])
+    """Exact ln P_CTC(tokens | log_probs) by the forward algorithm; log_probs is (T, V)."""
+    lp = torch.as_tensor(np.asarray(log_probs, dtype=np.float64))
+    if lp.shape[0] == 0:
+        return 0.0 if len(tokens) == 0 else -math.inf
+    nll = torch.nn.functional.ctc_loss(
+        lp[:, None, :], torch.tensor([list(tokens) or [0]]), torch.tensor([lp.shape[0]]),
+        torch.tensor([len(tokens)]), blank=blank_id, reduction="sum", zero_infinity=False)
+    return -float(nll)
 
 
-def _prefix_search(log_probs: np.ndarray, beam_width: int,
-                   blank_id: int) -> list[tuple[list[int], list[int], float]]:
-    """Prefix beam search; (labels, start frames, ln prob over the kept paths), best first."""
+def _prefix_search(log_probs: np.ndarray, beam_width: int, blank_id: int) -> list[Hypothesis]:
+    """Prefix beam search; (labels, start frames, ln prob over the kept paths), best first.
+
+    Start frames follow one path per prefix, the one carrying the most probability at each
+    merge, so they rise strictly (ctcdecode instead records, per prefix, the frame where its
+    last label peaked, which can put a label before the one it follows).
+    """
     lp = np.asarray(log_probs, dtype=np.float64)
     frames, vocab = lp.shape
-    # Prefixes are nodes of a trie that only grows: parent, last label, frame it was first emitted.
-    parent, label, start = [-1], [-1], [-1]
+    # Prefixes are nodes of a trie that only grows (parent, last label); the paths behind the
+    # start frames are a second such tree (parent, frame of its last label).
+    parent, label = [-1], [-1]
     child: dict[tuple[int, int], int] = {}
+    path_parent, path_start = [-1], [-1]
     ids, last = np.array([0]), np.array([-1])
     lb, lnb = np.array([0.0]), np.array([-np.inf])  # ln P(prefix, ending in blank / in a label)
+    pb, pnb = np.array([0]), np.array([0])  # the dominant path of each of those two
     for t in range(frames):
         x = lp[t]
         total = np.logaddexp(lb, lnb)
+        dominant = np.where(lb >= lnb, pb, pnb)
         stay_b = total + x[blank_id]
         stay_nb = np.where(last >= 0, lnb + x[np.maximum(last, 0)], -np.inf)
+        stay_nb_path = pnb.copy()
         ext = total[:, None] + x[None, :]
         rows = np.flatnonzero(last >= 0)
         ext[rows, last[rows]] = lb[rows] + x[last[rows]]  # a repeat needs a blank in between
         ext[:, blank_id] = -np.inf
+
+        def new_path(j: int, v: int) -> int:
+            path_parent.append(int(pb[j] if v == last[j] else dominant[j]))
+            path_start.append(t)
+            return len(path_start) - 1
+
         # An extension that is itself in the beam is not a new prefix: fold it into that beam.
         where = {node: i for i, node in enumerate(ids.tolist())}
         for i, node in enumerate(ids.tolist()):
             j = where.get(parent[node])
             if j is not None:
-                stay_nb[i] = np.logaddexp(stay_nb[i], ext[j, label[node]])
-                ext[j, label[node]] = -np.inf
+                v = label[node]
+                if ext[j, v] > stay_nb[i]:
+                    stay_nb_path[i] = new_path(j, v)
+                stay_nb[i] = np.logaddexp(stay_nb[i], ext[j, v])
+                ext[j, v] = -np.inf
         cand = np.concatenate([np.logaddexp(stay_b, stay_nb), ext.ravel()])
         k = min(beam_width, cand.size)
         top = np.argpartition(-cand, k - 1)[:k]
@@ -99,12 +108,10 @@ def _prefix_search(log_probs: np.ndarray, beam_width: int,
         top = top[cand[top] > -np.inf]
         if top.size == 0:
             return []
-        new_ids, new_lb, new_lnb = [], [], []
+        new = []  # (node, lb, lnb, blank path, label path)
         for c in top.tolist():
             if c < len(ids):
-                new_ids.append(int(ids[c]))
-                new_lb.append(stay_b[c])
-                new_lnb.append(stay_nb[c])
+                new.append((int(ids[c]), stay_b[c], stay_nb[c], dominant[c], stay_nb_path[c]))
                 continue
             j, v = divmod(c - len(ids), vocab)
             node = child.get((int(ids[j]), v))
@@ -112,23 +119,20 @@ def _prefix_search(log_probs: np.ndarray, beam_width: int,
                 node = child[(int(ids[j]), v)] = len(parent)
                 parent.append(int(ids[j]))
                 label.append(v)
-                start.append(t)
-            new_ids.append(node)
-            new_lb.append(-np.inf)
-            new_lnb.append(ext[j, v])
-        ids, lb, lnb = np.array(new_ids), np.array(new_lb), np.array(new_lnb)
-        last = np.array([label[i] for i in new_ids])
+            new.append((node, -np.inf, ext[j, v], 0, new_path(j, v)))
+        ids, lb, lnb, pb, pnb = (np.array(col) for col in zip(*new))
+        last = np.array([label[i] for i in ids.tolist()])
 
     total = np.logaddexp(lb, lnb)
     results = []
     for i in np.argsort(-total, kind="stable").tolist():
-        labels, frames_ = [], []
-        node = int(ids[i])
+        labels, starts = [], []
+        node, path = int(ids[i]), int(pb[i] if lb[i] >= lnb[i] else pnb[i])
         while node > 0:
             labels.append(label[node])
-            frames_.append(start[node])
-            node = parent[node]
-        results.append((labels[::-1], frames_[::-1], float(total[i])))
+            starts.append(path_start[path])
+            node, path = parent[node], path_parent[path]
+        results.append((tuple(labels[::-1]), tuple(starts[::-1]), float(total[i])))
     return results
 
 
@@ -140,32 +144,60 @@ def prefix_beam_search(log_probs: np.ndarray, beam_width: int = 100,
     probability sums every path through the kept prefixes, so it is exact up to the beam pruning
     (a lower bound of `ctc_forward_logprob`).
     """
-    return [(labels, logp) for labels, _, logp in _prefix_search(log_probs, beam_width, blank_id)]
+    return [(list(labels), logp) for labels, _, logp in _prefix_search(log_probs, beam_width, blank_id)]
 
 
-def _collapse(frame_labels: Sequence[int], blank_id: int, n_frames: int) -> Hypothesis:
+
+def _collapse(frame_labels: Sequence[int], blank_id: int) -> tuple[list[int], list[int]]:
+    """CTC's many-to-one map on a frame labelling: (labels, frame where each starts)."""
     labels, starts = [], []
     prev = None
-    for t, v in enumerate(frame_labels[:n_frames]):
+    for t, v in enumerate(frame_labels):
         if v != blank_id and v != prev:
             labels.append(v)
             starts.append(t)
         prev = v
-    return tuple(labels), tuple(starts)
+    return labels, starts
+
+
+def _single_spaces(labels: list[int], starts: list[int], space: int) -> tuple[list[int], list[int]]:
+    keep = [i for i, v in enumerate(labels) if v != space or (0 < i and labels[i - 1] != space)]
+    while keep and labels[keep[-1]] == space:
+        keep.pop()
+    if keep and labels[keep[0]] == space:
+        keep.pop(0)
+    return [labels[i] for i in keep], [starts[i] for i in keep]
+
+
+def _merge(hyps: Iterable[Hypothesis], combine: Callable[[float, float], float]) -> list[Hypothesis]:
+    """One entry per label sequence, at its first position, scores of repeats combined."""
+    merged: dict[tuple[int, ...], Hypothesis] = {}
+    for labels, starts, logp in hyps:
+        if labels in merged:
+            logp = float(combine(merged[labels][2], logp))
+            starts = merged[labels][1]
+        merged[labels] = (labels, starts, logp)
+    return list(merged.values())
 
 
 class CTCBeamDecoder:
     """ctcdecode's CTCBeamDecoder: same arguments, same `decode()` outputs (see module doc).
 
     labels: one string per model output (characters or multi-character tokens, any Unicode);
-        `space_label` among them separates words. alpha: LM weight on the natural-log LM
-        probability (ctcdecode's meaning). beta: bonus per word. cutoff_top_n: labels tried per
-        frame. cutoff_prob: labels tried per frame cover this much probability mass.
-    backend: "auto"/"flashlight" (flashlight-text), "ctcdecode" (the real package, if
+        `space_label` among them separates words. model_path: KenLM model, ARPA or binary.
+        alpha: LM weight on the natural-log LM probability (ctcdecode's meaning). beta: bonus
+        per word, for a word-level LM or a lexicon (refused with a token-level LM). Without an
+        LM, alpha is ignored, and beta too unless there is a lexicon, as in ctcdecode.
+        cutoff_top_n: labels tried per frame. cutoff_prob: labels tried per frame cover this
+        much probability mass.
+    backend: "auto"/"flashlight" (flashlight-text), "ctcdecode" (the real package, which must be
         installed), "prefix" (`prefix_beam_search` alone, no LM).
-    lexicon: lexicon file or iterable of words; restricts the output to those words.
-    beam_threshold: flashlight drops hypotheses this far (in score) below the best.
-    num_processes: utterances of a batch decoded in that many threads.
+    lexicon: lexicon file (see asr.lm) or iterable of words; the output uses only these words.
+    beam_threshold: flashlight drops hypotheses scoring this much (nats) below the best.
+    num_processes: accepted for ctcdecode compatibility and ignored: flashlight-text's Python
+        bindings hold the GIL while decoding, so threads over the batch were measured to give
+        no speed-up (and 35% slower on flat posteriors from contention); utterances are decoded
+        one after another.
     """
 
     def __init__(self, labels: Sequence[str], model_path: str | os.PathLike | None = None,
@@ -184,13 +216,14 @@ class CTCBeamDecoder:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         spelling_labels(self._labels, blank_id, space_label)  # rejects duplicate labels
-        self._blank, self._beam_width, self._num_processes = blank_id, beam_width, num_processes
+        self._blank, self._beam_width = blank_id, beam_width
         self._cutoff_top_n, self._cutoff_prob = cutoff_top_n, cutoff_prob
         self._log_probs_input, self._beam_threshold = log_probs_input, beam_threshold
         self._space = self._labels.index(space_label) if space_label in self._labels else None
-        self._alpha, self._beta = alpha, beta
         self._ctcdecode = None
-        self._backend = backend
+        self._backend = "flashlight" if backend == "auto" else backend
+        self._words: dict[str, list[list[int]]] | None = None  # lexicon mode when set
+        self._has_lm = model_path is not None
 
         if backend == "ctcdecode":
             try:
@@ -208,8 +241,8 @@ class CTCBeamDecoder:
                 raise ValueError("backend='prefix' is the plain search without LM or lexicon; "
                                  "use backend='flashlight' with model_path/lexicon")
         else:
-            self._backend = "flashlight"
             self._init_flashlight(model_path, lexicon, space_label)
+        self.reset_params(alpha, beta)
 
     # --- flashlight set-up --------------------------------------------------------------------
 
@@ -228,7 +261,6 @@ class CTCBeamDecoder:
             if lexicon is None:
                 lexicon = self._word_lm_vocabulary(model_path, written)
 
-        self._words: dict[str, list[list[int]]] | None = None
         if lexicon is not None:
             if self._space is None:
                 raise ValueError(f"a word lexicon or word LM needs a word separator, but the space "
@@ -238,8 +270,6 @@ class CTCBeamDecoder:
         else:
             lm_dict = Dictionary(written)
         self._lm = _load_kenlm(model_path, lm_dict) if model_path is not None else ZeroLM()
-        self._has_lm = model_path is not None
-        self._exact = model_path is None and lexicon is None
 
         if self._words is not None:
             self._trie = Trie(len(self._labels), self._space)
@@ -249,7 +279,7 @@ class CTCBeamDecoder:
                 index = lm_dict.get_index(word)
                 _, score = self._lm.score(start, index)
                 for spelled in spellings:
-                    # each word ends in the space label, so words are separated by real spaces
+                    # every word ends in the space label, so words are separated by real spaces
                     self._trie.insert(spelled + [self._space], index, score)
             self._trie.smear(SmearingMode.MAX)
 
@@ -264,9 +294,8 @@ class CTCBeamDecoder:
         import kenlm  # the binary format does not list its words; probe them instead
 
         model = kenlm.Model(model_path)
-        known = sum(tok in model for tok in tokens)
         # A word LM knows a few single-letter words; a token LM knows (nearly) every label.
-        if known >= 0.5 * len(tokens):
+        if sum(tok in model for tok in tokens) >= 0.5 * len(tokens):
             return None
         raise ValueError(f"{model_path} is a binary KenLM model whose words are not the labels: "
                          "a binary word-level LM needs lexicon= (a lexicon file or the list of "
@@ -285,27 +314,12 @@ class CTCBeamDecoder:
             raise ValueError("none of the lexicon's words can be spelled with the labels")
         return words
 
-    def _new_flashlight_decoder(self):
+    # --- searches -------------------------------------------------------------------------------
+
+    def _flashlight_search(self, log_probs: np.ndarray) -> list[Hypothesis]:
         from flashlight.lib.text.decoder import (CriterionType, LexiconDecoder, LexiconDecoderOptions,
                                                  LexiconFreeDecoder, LexiconFreeDecoderOptions)
 
-        common = dict(beam_size=self._beam_width,
-                      beam_size_token=min(self._cutoff_top_n, len(self._labels)),
-                      beam_threshold=self._beam_threshold,
-                      # flashlight's LM scores are log10; alpha weighs ln, as in ctcdecode
-                      lm_weight=self._alpha * math.log(10) if self._has_lm else 0.0,
-                      log_add=True, criterion_type=CriterionType.CTC)
-        if self._words is not None:
-            options = LexiconDecoderOptions(**common, word_score=self._beta, unk_score=-math.inf,
-                                            sil_score=0.0)
-            return LexiconDecoder(options, self._trie, self._lm, self._space, self._blank,
-                                  self._unk, [], False)
-        # Without a lexicon every space ends a word, so beta is paid per space.
-        options = LexiconFreeDecoderOptions(**common, sil_score=self._beta if self._has_lm else 0.0)
-        sil = self._space if self._space is not None else self._blank
-        return LexiconFreeDecoder(options, self._lm, sil, self._blank, [])
-
-    def _flashlight_search(self, log_probs: np.ndarray) -> list[Hypothesis]:
         frames, vocab = log_probs.shape
         emissions = log_probs.astype(np.float32)
         if self._cutoff_prob < 1.0:
@@ -315,35 +329,54 @@ class CTCBeamDecoder:
             drop = np.empty((frames, vocab), bool)
             np.put_along_axis(drop, order, np.cumsum(p, 1) - p >= self._cutoff_prob, 1)
             emissions[drop] = -np.inf
+        # flashlight's LM scores are log10; alpha weighs ln, as in ctcdecode
+        lm_weight = self._alpha * math.log(10) if self._has_lm else 0.0
+        options = dict(beam_size=self._beam_width, beam_size_token=min(self._cutoff_top_n, vocab),
+                       beam_threshold=self._beam_threshold, lm_weight=lm_weight, sil_score=0.0,
+                       log_add=True, criterion_type=CriterionType.CTC)
         if self._words is not None:
-            # One extra frame that can only be a space, so the last word is closed and scored.
+            # One more frame that can only be a space, so that the last word is closed and scored.
             closing = np.full((1, vocab), -np.inf, np.float32)
             closing[0, self._space] = 0.0
             emissions = np.concatenate([emissions, closing])
+            decoder = LexiconDecoder(
+                LexiconDecoderOptions(**options, word_score=self._beta, unk_score=-math.inf),
+                self._trie, self._lm, self._space, self._blank, self._unk, [], False)
+        else:
+            # Blank as flashlight's silence: with the space there, a space in the first frame
+            # would count as the silence it starts every hypothesis with, not as a label.
+            decoder = LexiconFreeDecoder(LexiconFreeDecoderOptions(**options), self._lm,
+                                         self._blank, self._blank, [])
         emissions = np.ascontiguousarray(emissions)
-        results = self._new_flashlight_decoder().decode(emissions.ctypes.data, len(emissions), vocab)
-        # tokens[0] and tokens[-1] are the silence flashlight puts before and after the utterance
-        return [_collapse(list(r.tokens)[1:-1], self._blank, frames) for r in results]
+        hyps = []
+        for r in decoder.decode(emissions.ctypes.data, len(emissions), vocab):
+            # tokens[0] and tokens[-1] are the silences flashlight puts around the utterance
+            labels, starts = _collapse(list(r.tokens)[1:frames + 1], self._blank)
+            n_words = 0
+            if self._words is not None:
+                labels, starts = _single_spaces(labels, starts, self._space)
+                n_words = sum(w >= 0 for w in r.words)
+            # hypotheses merged by log_add share their LM history, so this leaves the log-sum of
+            # their acoustic scores
+            acoustic = r.score - lm_weight * r.lmScore - self._beta * n_words
+            hyps.append((tuple(labels), tuple(starts), acoustic))
+        # in lexicon mode, spellings that differ in extra spaces are one transcript: add them up
+        return _merge(hyps, np.logaddexp)
 
-    # --- decoding ------------------------------------------------------------------------------
-
-    def _decode_one(self, log_probs: np.ndarray) -> list[tuple[tuple[int, ...], tuple[int, ...], float]]:
+    def _decode_one(self, log_probs: np.ndarray) -> list[Hypothesis]:
         if len(log_probs) == 0:
             return [((), (), 0.0)]
-        hyps: list[Hypothesis] = []
-        if self._backend == "flashlight":
-            hyps += self._flashlight_search(log_probs)
-        if self._backend == "prefix" or self._exact:
-            hyps += [(tuple(lab), tuple(fr)) for lab, fr, _ in
-                     _prefix_search(log_probs, self._beam_width, self._blank)]
-        unique = dict(hyps)  # first occurrence wins: the search's order and timesteps
-        labels = list(unique)
-        logp = ctc_forward_logprobs(log_probs, labels, self._blank)
-        order = range(len(labels))
-        if self._backend == "prefix" or self._exact:
-            order = np.argsort(-logp, kind="stable")
-        best = [i for i in order if logp[i] > -np.inf][: self._beam_width]
-        return [(labels[i], unique[labels[i]], float(-logp[i])) for i in best]
+        if self._backend == "prefix":
+            return _prefix_search(log_probs, self._beam_width, self._blank)
+        hyps = self._flashlight_search(log_probs)
+        if self._words is None and not self._has_lm:
+            # Both scores sum a subset of the paths of the same labels: the larger is the better
+            # estimate, and the best of the union is at least the prefix search's best.
+            hyps += _prefix_search(log_probs, self._beam_width, self._blank)
+            hyps = sorted(_merge(hyps, max), key=lambda h: -h[2])
+        return hyps[: self._beam_width]
+
+    # --- ctcdecode's API ------------------------------------------------------------------------
 
     def decode(self, probs: torch.Tensor, seq_lens: torch.Tensor | None = None):
         """Beam search over a batch: probs (batch, T, len(labels)), probabilities (or log).
@@ -366,30 +399,29 @@ class CTCBeamDecoder:
         if len(lens) != batch or not all(0 <= n <= frames for n in lens):
             raise ValueError(f"seq_lens must hold {batch} lengths in [0, {frames}], got {lens}")
 
-        items = [lp[b, :n] for b, n in enumerate(lens)]
-        if self._num_processes > 1 and batch > 1:
-            with ThreadPoolExecutor(min(self._num_processes, batch)) as pool:
-                decoded = list(pool.map(self._decode_one, items))
-        else:
-            decoded = [self._decode_one(x) for x in items]
+        decoded = [self._decode_one(lp[b, :n]) for b, n in enumerate(lens)]
 
         beam_results = torch.zeros(batch, self._beam_width, frames, dtype=torch.int32)
         timesteps = torch.zeros(batch, self._beam_width, frames, dtype=torch.int32)
         beam_scores = torch.full((batch, self._beam_width), math.inf, dtype=torch.float32)
         out_lens = torch.zeros(batch, self._beam_width, dtype=torch.int32)
         for b, beams in enumerate(decoded):
-            for k, (labels, starts, score) in enumerate(beams):
+            for k, (labels, starts, logp) in enumerate(beams):
                 beam_results[b, k, :len(labels)] = torch.tensor(labels, dtype=torch.int32)
                 timesteps[b, k, :len(labels)] = torch.tensor(starts, dtype=torch.int32)
-                beam_scores[b, k] = score
+                beam_scores[b, k] = -logp
                 out_lens[b, k] = len(labels)
         return beam_results, beam_scores, timesteps, out_lens
 
     def reset_params(self, alpha: float, beta: float) -> None:
         """Change the LM weight and word bonus (ctcdecode's reset_params)."""
-        self._alpha, self._beta = alpha, beta
         if self._ctcdecode is not None:
             self._ctcdecode.reset_params(alpha, beta)
+        elif beta and self._has_lm and self._words is None:
+            # flashlight's lexicon-free search has no per-word score to put it in
+            raise ValueError(f"beta={beta} (a per-word bonus) needs a word-level LM or a lexicon; "
+                             "with a token-level LM use alpha alone")
+        self._alpha, self._beta = alpha, beta
 
 
 def _load_kenlm(path: str, dictionary):

@@ -49,6 +49,7 @@ class AugmentConfig:
 class ModelConfig:
     arch: str = "ctc"  # ctc | speaker | tts
     cell: str = "lstm"  # lstm | gru
+    unit: str = "char"  # char | word: output tokens, taken from the training text
     num_layers: int = 3
     hidden_size: int = 256
     bidirectional: bool = True

@@ -28,11 +28,16 @@ class Vocabulary:
         self._max_len = max(len(t) for t in self.tokens[1:]) if len(self.tokens) > 1 else 1
 
     @classmethod
-    def from_texts(cls, texts) -> "Vocabulary":
-        chars = set()
+    def from_texts(cls, texts, unit: str = "char") -> "Vocabulary":
+        """unit "char": every character is a token; "word": every word is one, plus the space
+        between words (a closed-vocabulary task such as yes/no needs nothing finer)."""
+        if unit not in ("char", "word"):
+            raise VocabularyError(f"model.unit: {unit!r} is not one of ['char', 'word']")
+        units = set()
         for text in texts:
-            chars.update(normalize(text))
-        return cls([BLANK] + sorted(chars))
+            text = normalize(text)
+            units.update(text if unit == "char" else text.split() + ([SPACE] if SPACE in text else []))
+        return cls([BLANK] + sorted(units))
 
     def __len__(self) -> int:
         return len(self.tokens)

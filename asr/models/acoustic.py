@@ -106,7 +106,7 @@ class CTCModel(nn.Module):
     @classmethod
     def from_training_data(cls, cfg: ExperimentConfig, utterances) -> "CTCModel":
         """Labels are taken from the training text: any script, no hand-written token list."""
-        return cls(cfg, Vocabulary.from_texts(u.text or "" for u in utterances))
+        return cls(cfg, Vocabulary.from_texts((u.text or "" for u in utterances), cfg.model.unit))
 
     def check_utterance(self, utt, max_speed: float = 1.0) -> str | None:
         """Why `utt` cannot be trained on (None if it can). Out-of-vocabulary text is an error."""

@@ -1,0 +1,205 @@
+import importlib.util
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from asr.beam_search import CTCBeamDecoder, ctc_forward_logprob, prefix_beam_search
+
+pytest.importorskip("flashlight.lib.text.decoder")
+
+LABELS = ["_", "a", "b", "c", "t", " "]  # blank first, as in ctcdecode's default blank_id=0
+
+
+def peaked(frames: list[dict[str, float]], labels=LABELS) -> torch.Tensor:
+    """(1, T, V) probabilities: each frame puts the given mass on the given labels, the rest
+    spread evenly over the other labels."""
+    probs = np.zeros((len(frames), len(labels)))
+    for t, frame in enumerate(frames):
+        rest = (1.0 - sum(frame.values())) / (len(labels) - len(frame))
+        probs[t] = rest
+        for lab, p in frame.items():
+            probs[t, labels.index(lab)] = p
+    return torch.from_numpy(probs)[None].float()
+
+
+def text(labels, beam_results, out_lens, b=0, k=0) -> str:
+    return "".join(labels[i] for i in beam_results[b, k, :out_lens[b, k]].tolist())
+
+
+def random_log_probs(seed: int, frames: int, vocab: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.log(rng.dirichlet(np.full(vocab, 0.5), size=frames))
+
+
+def test_forward_logprob_matches_brute_force():
+    lp = random_log_probs(0, frames=4, vocab=3)
+    totals: dict[tuple, float] = {}
+    for path in itertools.product(range(3), repeat=4):
+        labels = tuple(v for i, v in enumerate(path) if v != 0 and (i == 0 or v != path[i - 1]))
+        totals[labels] = totals.get(labels, 0.0) + math.exp(sum(lp[t, v] for t, v in enumerate(path)))
+    for labels, p in totals.items():
+        assert ctc_forward_logprob(lp, labels) == pytest.approx(math.log(p), abs=1e-9)
+    assert ctc_forward_logprob(lp, [1, 1, 1]) == -math.inf  # needs 5 frames
+    # a beam as wide as the number of label sequences loses nothing: every score is exact
+    results = prefix_beam_search(lp, beam_width=1000)
+    assert len(results) == len(totals)
+    for labels, logp in results:
+        assert logp == pytest.approx(math.log(totals[tuple(labels)]), abs=1e-9)
+
+
+def test_output_shapes_dtypes_and_seq_lens():
+    probs = torch.softmax(torch.randn(3, 12, len(LABELS), generator=torch.Generator().manual_seed(0)), -1)
+    decoder = CTCBeamDecoder(LABELS, beam_width=7)
+    beam_results, beam_scores, timesteps, out_lens = decoder.decode(probs, torch.tensor([12, 5, 0]))
+    assert beam_results.shape == (3, 7, 12) and beam_results.dtype == torch.int32
+    assert beam_scores.shape == (3, 7) and beam_scores.dtype == torch.float32
+    assert timesteps.shape == (3, 7, 12) and timesteps.dtype == torch.int32
+    assert out_lens.shape == (3, 7) and out_lens.dtype == torch.int32
+    assert (out_lens[1] <= 5).all() and (timesteps[1] < 5).all()
+    # an empty utterance has one beam, the empty transcript, with probability 1
+    assert out_lens[2, 0] == 0 and beam_scores[2, 0] == 0 and torch.isinf(beam_scores[2, 1:]).all()
+    # lower is better, and a beam's timesteps rise
+    assert (beam_scores[0, 1:] >= beam_scores[0, :-1]).all()
+    for k in range(7):
+        n = int(out_lens[0, k])
+        assert (timesteps[0, k, 1:n] > timesteps[0, k, :n - 1]).all()
+    with pytest.raises(ValueError, match=r"probs must be \(batch, time, 6 labels\)"):
+        decoder.decode(probs[:, :, :4])
+
+
+@pytest.mark.parametrize("backend", ["auto", "prefix"])
+def test_peaked_posteriors_give_the_greedy_path(backend):
+    rng = np.random.default_rng(1)
+    frames = 40
+    best = rng.integers(0, len(LABELS), frames)
+    probs = np.full((frames, len(LABELS)), 0.001)
+    probs[np.arange(frames), best] = 1 - 0.001 * (len(LABELS) - 1)
+    beam_results, beam_scores, timesteps, out_lens = CTCBeamDecoder(
+        LABELS, beam_width=10, backend=backend).decode(torch.from_numpy(probs)[None])
+    greedy = [v for i, v in enumerate(best) if v != 0 and (i == 0 or v != best[i - 1])]
+    assert beam_results[0, 0, :out_lens[0, 0]].tolist() == greedy
+    starts = [i for i, v in enumerate(best) if v != 0 and (i == 0 or v != best[i - 1])]
+    assert timesteps[0, 0, :out_lens[0, 0]].tolist() == starts
+    exact = ctc_forward_logprob(np.log(probs), greedy)
+    assert -beam_scores[0, 0].item() <= exact + 1e-4  # a sum over some of the paths
+    assert -beam_scores[0, 0].item() == pytest.approx(exact, abs=1e-2)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), frames=st.integers(20, 50), vocab=st.integers(5, 8),
+       beam_width=st.sampled_from([1, 2, 4, 8, 16, 100]))
+def test_best_beam_never_below_prefix_search(seed, frames, vocab, beam_width):
+    lp = random_log_probs(seed, frames, vocab)
+    labels = ["_"] + [chr(ord("a") + i) for i in range(vocab - 2)] + [" "]
+    beam_results, beam_scores, timesteps, out_lens = CTCBeamDecoder(
+        labels, beam_width=beam_width, log_probs_input=True).decode(torch.from_numpy(lp)[None])
+    plain_best = prefix_beam_search(lp, beam_width)[0]
+    best = -beam_scores[0, 0].item()
+    assert best >= plain_best[1] - 1e-4
+    # and the exact probability of what we return is at least the score we claim for it
+    assert ctc_forward_logprob(lp, beam_results[0, 0, :out_lens[0, 0]].tolist()) >= best - 1e-4
+    for k in range(beam_width):
+        starts = timesteps[0, k, :out_lens[0, k]]
+        assert (starts[1:] > starts[:-1]).all() and (starts < frames).all()
+
+
+def _write_arpa(path, unigrams: dict[str, float], bigrams: dict[tuple[str, str], float] = {}):
+    # KenLM loads nothing below order 2, so there is always a bigram section
+    bigrams = {("<s>", "</s>"): -2.0, **bigrams}
+    lines = ["\\data\\", f"ngram 1={len(unigrams) + 3}", f"ngram 2={len(bigrams)}", "",
+             "\\1-grams:", "-99\t<s>\t-0.3", "-1.0\t</s>", "-5.0\t<unk>"]
+    lines += [f"{p}\t{w}\t-0.3" for w, p in unigrams.items()]
+    lines += ["", "\\2-grams:"] + [f"{p}\t{a} {b}" for (a, b), p in bigrams.items()]
+    lines += ["", "\\end\\", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+# "ca?": the last letter is acoustically a close call, b (0.45) slightly ahead of t (0.4)
+CLOSE_CALL = [{"c": 0.9}, {"_": 0.9}, {"a": 0.9}, {"_": 0.9}, {"b": 0.45, "t": 0.4}, {"_": 0.9}]
+
+
+def test_word_lm_flips_a_close_call(tmp_path):
+    arpa = _write_arpa(tmp_path / "words.arpa", {"cat": -0.1, "cab": -3.0})
+    probs = peaked(CLOSE_CALL)
+    no_lm = CTCBeamDecoder(LABELS, beam_width=10).decode(probs)
+    assert text(LABELS, no_lm[0], no_lm[3]) == "cab"
+    # the lexicon is read from the ARPA unigrams
+    decoder = CTCBeamDecoder(LABELS, str(arpa), alpha=1.0, beta=0.0, beam_width=10)
+    beam_results, beam_scores, _, out_lens = decoder.decode(probs)
+    assert text(LABELS, beam_results, out_lens) == "cat"
+    assert text(LABELS, beam_results, out_lens, k=1) == "cab"
+    # scores stay acoustic: "cat" is less probable to the acoustic model than "cab"
+    assert beam_scores[0, 0] > beam_scores[0, 1]
+    # ctcdecode's reset_params: without LM weight the acoustics win again
+    decoder.reset_params(0.0, 0.0)
+    beam_results, _, _, out_lens = decoder.decode(probs)
+    assert text(LABELS, beam_results, out_lens) == "cab"
+
+
+def test_lexicon_restricts_words_and_separates_them(tmp_path):
+    # "cab tab" said clearly; the lexicon only knows "cat" and "tab"
+    frames = [{"c": 0.9}, {"a": 0.9}, {"b": 0.9}, {" ": 0.9}, {"t": 0.9}, {"a": 0.9}, {"b": 0.9}]
+    beam_results, _, timesteps, out_lens = CTCBeamDecoder(
+        LABELS, lexicon=["cat", "tab"], beam_width=20).decode(peaked(frames))
+    assert text(LABELS, beam_results, out_lens) in ("cat tab", "tab tab")
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("cab\tc a b |\ntab\n", encoding="utf-8")
+    beam_results, _, timesteps, out_lens = CTCBeamDecoder(
+        LABELS, lexicon=lexicon, beam_width=20).decode(peaked(frames))
+    assert text(LABELS, beam_results, out_lens) == "cab tab"
+    assert timesteps[0, 0, :7].tolist() == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_token_lm_flips_a_close_call(tmp_path):
+    arpa = _write_arpa(tmp_path / "tokens.arpa", {"a": -1.0, "b": -4.0, "c": -1.0, "t": -0.5, "|": -1.0})
+    beam_results, _, _, out_lens = CTCBeamDecoder(LABELS, arpa, alpha=1.0, beam_width=10).decode(
+        peaked(CLOSE_CALL))
+    assert text(LABELS, beam_results, out_lens) == "cat"
+    with pytest.raises(ValueError, match="beta=1.0 .* needs a word-level LM"):
+        CTCBeamDecoder(LABELS, arpa, alpha=1.0, beta=1.0)
+
+
+def test_unicode_and_multicharacter_labels(tmp_path):
+    labels = ["<b>", "жи", "ё", "日本", "語", "|x", " "]
+    frames = [{"жи": 0.9}, {"<b>": 0.9}, {"ё": 0.9}, {" ": 0.9}, {"日本": 0.9}, {"語": 0.9}]
+    probs = peaked(frames, labels)
+    for backend in ("auto", "prefix"):
+        beam_results, _, _, out_lens = CTCBeamDecoder(labels, backend=backend).decode(probs)
+        assert text(labels, beam_results, out_lens) == "жиё 日本語"
+    # a word LM over these words, lexicon from the ARPA file, words spelled with the long tokens
+    arpa = _write_arpa(tmp_path / "u.arpa", {"жиё": -0.5, "日本語": -0.5, "жи": -3.0},
+                       {("жиё", "日本語"): -0.1})
+    beam_results, _, _, out_lens = CTCBeamDecoder(labels, arpa, alpha=0.5, beta=1.0).decode(probs)
+    assert text(labels, beam_results, out_lens) == "жиё 日本語"
+
+
+def test_prefix_backend_matches_prefix_beam_search():
+    lp = random_log_probs(7, frames=30, vocab=6)
+    beam_results, beam_scores, _, out_lens = CTCBeamDecoder(
+        LABELS, beam_width=5, backend="prefix", log_probs_input=True).decode(torch.from_numpy(lp)[None])
+    expected = prefix_beam_search(lp, beam_width=5)
+    for k, (labels, logp) in enumerate(expected):
+        assert beam_results[0, k, :out_lens[0, k]].tolist() == labels
+        assert -beam_scores[0, k].item() == pytest.approx(logp, abs=1e-4)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="labels must be unique; 'a' appears 2 times"):
+        CTCBeamDecoder(["_", "a", "a"])
+    with pytest.raises(ValueError, match="blank_id 5 is outside the 3 labels"):
+        CTCBeamDecoder(["_", "a", "b"], blank_id=5)
+    with pytest.raises(FileNotFoundError, match="model_path nowhere.arpa does not exist"):
+        CTCBeamDecoder(LABELS, "nowhere.arpa")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        CTCBeamDecoder(LABELS, backend="kaldi")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ctcdecode") is not None, reason="ctcdecode is installed")
+def test_ctcdecode_backend_says_it_is_missing():
+    with pytest.raises(ImportError, match="needs the ctcdecode package"):
+        CTCBeamDecoder(LABELS, backend="ctcdecode")
