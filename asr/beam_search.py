@@ -43,7 +43,7 @@ import torch
 from asr.lm import LM_SPECIAL_WORDS, WORD_BOUNDARY, arpa_unigrams, read_lexicon, spell, spelling_labels
 
 BACKENDS = ("auto", "flashlight", "ctcdecode", "prefix")
-Hypothesis = tuple[tuple[int, ...], tuple[int, ...], float]  # labels, frame each starts, ln P
+Beam = tuple[tuple[int, ...], tuple[int, ...], float]  # labels, frame each starts, ln P
 
 
 def ctc_forward_logprob(log_probs: np.ndarray, tokens: Sequence[int], blank_id: int = 0) -> float:
@@ -57,7 +57,7 @@ def ctc_forward_logprob(log_probs: np.ndarray, tokens: Sequence[int], blank_id: 
     return -float(nll)
 
 
-def _prefix_search(log_probs: np.ndarray, beam_width: int, blank_id: int) -> list[Hypothesis]:
+def _prefix_search(log_probs: np.ndarray, beam_width: int, blank_id: int) -> list[Beam]:
     """Prefix beam search; (labels, start frames, ln prob over the kept paths), best first.
 
     Start frames follow one path per prefix, the one carrying the most probability at each
@@ -147,7 +147,6 @@ def prefix_beam_search(log_probs: np.ndarray, beam_width: int = 100,
     return [(list(labels), logp) for labels, _, logp in _prefix_search(log_probs, beam_width, blank_id)]
 
 
-
 def _collapse(frame_labels: Sequence[int], blank_id: int) -> tuple[list[int], list[int]]:
     """CTC's many-to-one map on a frame labelling: (labels, frame where each starts)."""
     labels, starts = [], []
@@ -169,9 +168,9 @@ def _single_spaces(labels: list[int], starts: list[int], space: int) -> tuple[li
     return [labels[i] for i in keep], [starts[i] for i in keep]
 
 
-def _merge(hyps: Iterable[Hypothesis], combine: Callable[[float, float], float]) -> list[Hypothesis]:
+def _merge(hyps: Iterable[Beam], combine: Callable[[float, float], float]) -> list[Beam]:
     """One entry per label sequence, at its first position, scores of repeats combined."""
-    merged: dict[tuple[int, ...], Hypothesis] = {}
+    merged: dict[tuple[int, ...], Beam] = {}
     for labels, starts, logp in hyps:
         if labels in merged:
             logp = float(combine(merged[labels][2], logp))
@@ -316,7 +315,7 @@ class CTCBeamDecoder:
 
     # --- searches -------------------------------------------------------------------------------
 
-    def _flashlight_search(self, log_probs: np.ndarray) -> list[Hypothesis]:
+    def _flashlight_search(self, log_probs: np.ndarray) -> list[Beam]:
         from flashlight.lib.text.decoder import (CriterionType, LexiconDecoder, LexiconDecoderOptions,
                                                  LexiconFreeDecoder, LexiconFreeDecoderOptions)
 
@@ -363,7 +362,7 @@ class CTCBeamDecoder:
         # in lexicon mode, spellings that differ in extra spaces are one transcript: add them up
         return _merge(hyps, np.logaddexp)
 
-    def _decode_one(self, log_probs: np.ndarray) -> list[Hypothesis]:
+    def _decode_one(self, log_probs: np.ndarray) -> list[Beam]:
         if len(log_probs) == 0:
             return [((), (), 0.0)]
         if self._backend == "prefix":

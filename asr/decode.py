@@ -84,3 +84,32 @@ def word_timings(path: list[int], log_probs: torch.Tensor, vocab: Vocabulary, fr
         prev = i
     flush()
     return words
+
+
+def words_from_labels(tokens: list[int], frames: list[int], probs: torch.Tensor, vocab: Vocabulary,
+                      frame_shift: float, num_frames: int) -> list[Word]:
+    """Words from a label sequence and the frame where each label starts (a beam's timesteps).
+
+    A word ends where the label after its last one starts (at most the end of the audio), so
+    times are monotonic; confidence is the mean posterior of the word's labels at their frames.
+    """
+    words, chars, starts = [], [], []
+    bounds = frames[1:] + [num_frames]
+
+    def flush(end_frame: int):
+        if chars:
+            conf = float(torch.stack([probs[t, i] for i, t in zip(chars, starts)]).mean())
+            words.append(Word(vocab.decode(chars), round(starts[0] * frame_shift, 3),
+                              round(min(end_frame, num_frames) * frame_shift, 3), round(conf, 4)))
+        chars.clear()
+        starts.clear()
+
+    for k, (i, t) in enumerate(zip(tokens, frames)):
+        if vocab.tokens[i] == SPACE:
+            flush(t)
+        else:
+            chars.append(i)
+            starts.append(t)
+            last_end = bounds[k]
+    flush(last_end if chars else num_frames)
+    return words

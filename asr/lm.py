@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -45,18 +46,21 @@ def find_tool(name: str, explicit: str | os.PathLike | None = None) -> str:
 
 
 def _run(cmd: list[str], what: str, stdin_lines: Iterable[str] | None = None) -> None:
-    with subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin_lines is not None else None,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
-        if stdin_lines is not None:
-            try:
-                for line in stdin_lines:
-                    proc.stdin.write((line.rstrip("\n") + "\n").encode("utf-8"))
-            except BrokenPipeError:
-                pass  # the tool died early; its stderr says why
-            proc.stdin.close()
-        err = proc.stderr.read().decode("utf-8", "replace")
+    # stderr goes to a file, not a pipe: a pipe nobody reads while we feed stdin can fill up
+    # and stall the tool
+    with tempfile.TemporaryFile() as err:
+        with subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin_lines is not None else None,
+                              stdout=subprocess.DEVNULL, stderr=err) as proc:
+            if stdin_lines is not None:
+                try:
+                    for line in stdin_lines:
+                        proc.stdin.write((line.rstrip("\n") + "\n").encode("utf-8"))
+                except BrokenPipeError:
+                    pass  # the tool died early; its stderr says why
+                proc.stdin.close()
+        err.seek(0)
+        tail = "\n".join(err.read().decode("utf-8", "replace").strip().splitlines()[-15:])
     if proc.returncode != 0:
-        tail = "\n".join(err.strip().splitlines()[-15:])
         raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
 
 

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -28,6 +29,9 @@ from .data import AudioDataset, BucketBatchSampler, collate, eval_batches
 from .datadir import read_data_dir
 from .models import model_class
 from .pretrained import PACKAGE_FILE, load_package, save_package
+
+# Fault injection for the kill-and-resume tests: a real SIGKILL at a known step.
+_KILL_AT_STEP = int(os.environ.get("ASR_TEST_KILL_AT_STEP", "0"))
 
 # Which evaluation number picks the best model, and whether lower is better.
 BEST_METRIC = {"ctc": ("wer", "min"), "speaker": ("eer", "min"), "tts": ("loss", "min")}
@@ -311,6 +315,8 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
+            if _KILL_AT_STEP and step == _KILL_AT_STEP:
+                os.kill(os.getpid(), signal.SIGKILL)
             bar.set_postfix(loss=f"{loss_value:.3f}", step=step)
             if step % tc.log_every == 0 and rank == 0:
                 dt = time.time() - t_last

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .audio import AudioError, load_audio
-from .decode import Hypothesis, Word, greedy_decode
+from .decode import Hypothesis, Word, greedy_decode, words_from_labels
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
 
@@ -91,7 +91,24 @@ class Transcriber:
         log_probs, out_lens = log_probs.cpu(), out_lens.cpu()
         if self.beam is None:
             return greedy_decode(log_probs, out_lens, self.model.vocab, self.model.frame_shift)
-        return self.beam.hypotheses(log_probs, out_lens, self.model.vocab, self.model.frame_shift, self.nbest)
+        return self._beam_hypotheses(log_probs, out_lens)
+
+    def _beam_hypotheses(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[Hypothesis]:
+        """ctcdecode-style outputs -> Hypothesis with word times from the beam's label frames."""
+        vocab, shift = self.model.vocab, self.model.frame_shift
+        results, scores, timesteps, lens = self.beam.decode(log_probs, out_lens)
+        probs = log_probs.exp()
+        hyps = []
+        for b in range(log_probs.size(0)):
+            n = int(lens[b, 0])
+            tokens, frames = results[b, 0, :n].tolist(), timesteps[b, 0, :n].tolist()
+            h = Hypothesis(vocab.decode(tokens).strip(), tokens, frames, -float(scores[b, 0]))
+            h.words = words_from_labels(tokens, frames, probs[b], vocab, shift, int(out_lens[b]))
+            h.nbest = [{"text": vocab.decode(results[b, k, : int(lens[b, k])].tolist()).strip(),
+                        "score": round(-float(scores[b, k]), 4)}
+                       for k in range(min(self.nbest, results.size(1))) if int(lens[b, k]) > 0]
+            hyps.append(h)
+        return hyps
 
     def transcribe_arrays(self, items: list[tuple[str, np.ndarray]]) -> list[Transcript]:
         """(name, mono waveform at the model's rate) pairs -> transcripts, segments batched by length."""
@@ -112,8 +129,8 @@ class Transcriber:
                 texts[k].append(h.text)
             out[k].words += [Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.confidence)
                              for w in h.words]
-            if len(items) and getattr(h, "nbest", None):
-                out[k].nbest = h.nbest
+            if self.nbest > 1 and getattr(h, "nbest", None):
+                out[k].nbest += h.nbest
         for k, t in enumerate(out):
             t.text = " ".join(texts[k])
         return out

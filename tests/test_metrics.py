@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from asr.metrics import (ErrorStats, align, char_errors, corpus_cer, corpus_wer, read_text, score,
-                         word_errors)
+from asr.metrics import ErrorStats, align, char_errors, corpus_cer, corpus_wer, score, word_errors
 
 jiwer = pytest.importorskip("jiwer")
 
@@ -114,11 +113,3 @@ def test_cli(tmp_path: Path):
                          capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == "%WER 40.00 [ 2 / 5, 1 ins, 1 del, 0 sub ]"
     assert (tmp_path / "dec" / "per_utt").exists()
-
-
-def test_read_text_rejects_duplicate_ids(tmp_path):
-    (tmp_path / "text").write_text("u1 a\nu2\nu1 b\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"text:3: utterance id 'u1' appears twice"):
-        read_text(tmp_path / "text")
-    (tmp_path / "text").write_text("u1 a  b \nu2\n", encoding="utf-8")
-    assert read_text(tmp_path / "text") == {"u1": "a  b", "u2": ""}

@@ -5,7 +5,7 @@
 # them from the kenlm source distribution on PyPI (the same code, pinned by its version) with
 # cmake and Debian's Boost. Re-running is a no-op once both binaries exist.
 #
-# usage: tools/install_kenlm.sh            env: PYTHON (default python3), KENLM_VERSION, JOBS
+# usage: tools/install_kenlm.sh    env: PYTHON (default .venv/bin/python, else python3), KENLM_VERSION, JOBS
 set -euo pipefail
 
 tools=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +16,8 @@ if [ -x "$bin/lmplz" ] && [ -x "$bin/build_binary" ]; then
     exit 0
 fi
 
-python=${PYTHON:-python3}
+root=$(dirname "$tools")
+python=${PYTHON:-$( [ -x "$root/.venv/bin/python" ] && echo "$root/.venv/bin/python" || echo python3 )}
 version=${KENLM_VERSION:-0.3.0}
 jobs=${JOBS:-$(nproc)}
 
@@ -34,9 +35,10 @@ if [ -n "$missing" ]; then
     fi
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "install_kenlm: apt-get install$missing"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+    mkdir -p "$src"
+    echo "install_kenlm: apt-get install$missing (log: $src/apt.log)"
+    { $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q \
+        --no-install-recommends $missing; } >"$src/apt.log" 2>&1 || { tail -n 30 "$src/apt.log" >&2; exit 1; }
 fi
 
 mkdir -p "$src" "$bin"

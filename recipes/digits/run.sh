@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# digits: the Free Spoken Digit Dataset (Zohar Jackson et al., CC BY-SA 4.0), isolated digits and
+# connected-digit strings spliced from its recordings, with a stacked BiLSTM-CTC model.
+#   ./run.sh [--stage N] [--stop-stage N] [--config conf/train.yaml] [--exp exp/train] [--force true]
+#            [--demo true]  (the `make demo` path: also transcribes a sample clip)
+# Stages: 0 prepare, 1 CMVN, 2 train, 3 decode + score, 4 package, 5 RESULTS.md,
+#         10 leave-one-speaker-out (5 trainings; not part of the demo)
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./path.sh
+
+stage=0
+stop_stage=5
+config=conf/train.yaml
+exp=exp/train
+corpus_dir=
+train_args=
+demo=false
+speakers="george jackson nicolas theo yweweler"
+. ../lib.sh
+
+sets="test test_conn"
+
+if stage 0 prepare; then
+  python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} data
+  for s in train dev test train_conn dev_conn test_conn; do python -m asr.datadir validate data/$s; done
+  done_stage 0 prepare
+fi
+
+if stage 1 cmvn; then
+  python -m asr cmvn --config "$config" -o exp/cmvn.json data/train data/train_conn
+  done_stage 1 cmvn
+fi
+
+if stage 2 train; then
+  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/digits \
+    features.cmvn=exp/cmvn.json $train_args
+  done_stage 2 train
+fi
+
+if stage 3 decode; then
+  for s in $sets; do
+    python -m asr decode --model "$exp" --data data/$s --out-dir "$exp/decode_$s"
+  done
+  done_stage 3 decode
+fi
+
+if stage 4 package; then
+  python -m asr package --model "$exp" -o "$exp/digits.safetensors" \
+    --info data="FSDD 5 speakers, takes 5-49 + connected strings" --info recipe=recipes/digits \
+    --info "result=test $(head -1 "$exp/decode_test/wer" | cut -d' ' -f1-2), test_conn $(head -1 "$exp/decode_test_conn/wer" | cut -d' ' -f1-2)"
+  done_stage 4 package
+fi
+
+if stage 5 results; then
+  {
+    echo "## $exp ($(date +%F), $(machine))"
+    echo
+    echo "Config \`$config\`, $(python -c "import yaml;c=yaml.safe_load(open('$exp/config.yaml'))['model'];print(f\"{c['num_layers']}x{c['hidden_size']} {'Bi' if c['bidirectional'] else ''}{c['cell'].upper()}, subsample={c['subsample']}\")")"
+    echo
+    echo '```'
+    for s in $sets; do echo "$s: $(head -1 "$exp/decode_$s/wer")  RTF $(cat "$exp/decode_$s/rtf")"; done
+    echo '```'
+  } > "$exp/RESULTS.part.md"
+  cat "$exp/RESULTS.part.md"
+  done_stage 5 results
+fi
+
+if [ "$demo" = true ]; then
+  sample=$(head -1 data/test_conn/wav.scp | cut -d' ' -f2)
+  echo "== transcribing a sample: $sample (reference: $(head -1 data/test_conn/text | cut -d' ' -f2-))"
+  python -m asr transcribe --model "$exp" --format json "$sample"
+fi
+
+# Leave one speaker out: train on four speakers, test on all 500 clips of the fifth.
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
+  for spk in $speakers; do
+    d=data/loso_$spk e=exp/loso_$spk
+    [ -f "$e/decode_test/wer" ] && [ "$force" != true ] && { echo "== loso $spk: done"; continue; }
+    python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} --holdout-speaker "$spk" "$d"
+    python -m asr cmvn --config "$config" -o "$e/cmvn.json" "$d/train" "$d/train_conn"
+    python -m asr train --config "$config" --exp-dir "$e" --resume features.cmvn="$e/cmvn.json" \
+      train.train_data="[$d/train, $d/train_conn]" train.dev_data="[$d/dev, $d/dev_conn]" $train_args
+    python -m asr decode --model "$e" --data "$d/test" --out-dir "$e/decode_test"
+    python -m asr decode --model "$e" --data "$d/test_conn" --out-dir "$e/decode_test_conn"
+  done
+  for spk in $speakers; do
+    echo "loso $spk: test $(head -1 exp/loso_$spk/decode_test/wer) | test_conn $(head -1 exp/loso_$spk/decode_test_conn/wer)"
+  done | tee exp/loso_summary.txt
+fi

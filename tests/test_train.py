@@ -1,0 +1,111 @@
+"""The trainer on a few real FSDD clips: exact resume after kill -9, broken and too-short input."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from asr.checkpoint import list_checkpoints, load_checkpoint
+from asr.datadir import Utterance, read_data_dir, write_data_dir
+
+from .conftest import FSDD, ROOT, needs_fsdd
+
+pytestmark = needs_fsdd
+
+
+def make_data(tmp_path, n=16, broken=0, short=0):
+    utts = []
+    for i in range(n):
+        d, spk, take = i % 10, ["george", "jackson"][i % 2], 10 + i // 10
+        utts.append(Utterance(f"{spk}_{d}_{take:02d}", str(FSDD / f"{d}_{spk}_{take}.wav"),
+                              ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][d], spk))
+    for i in range(broken):
+        bad = tmp_path / f"broken{i}.wav"
+        bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+        utts.append(Utterance(f"theo_broken_{i}", str(bad), "one", "theo"))
+    for i in range(short):
+        # A 0.14 s clip cannot hold this many labels at 30 ms frames.
+        utts.append(Utterance(f"theo_short_{i}", str(FSDD / "1_theo_1.wav"), "one two three four five six", "theo"))
+    write_data_dir(tmp_path / "data", utts)
+    return tmp_path / "data"
+
+
+def write_config(tmp_path, data, **train):
+    cfg = {
+        "features": {"sample_rate": 8000, "n_fft": 256, "win_length": 200, "hop_length": 80, "n_mels": 20},
+        "augment": {"speed_perturb": [0.9, 1.0, 1.1], "freq_masks": 1, "freq_mask_width": 3},
+        "model": {"num_layers": 1, "hidden_size": 16, "subsample": "stack", "dropout": 0.1},
+        "train": {"train_data": [str(data)], "dev_data": [], "max_steps": 8, "max_epochs": 100, "batch_seconds": 3.0,
+                  "checkpoint_every": 2, "num_workers": 1, "log_every": 1, "warmup_steps": 2, **train},
+    }
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_train(conf, exp, *extra, env=None):
+    cmd = [sys.executable, "-m", "asr", "train", "--config", str(conf), "--exp-dir", str(exp), "--device", "cpu", *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def final_weights(exp):
+    return load_checkpoint(list_checkpoints(exp / "checkpoints")[0])
+
+
+def test_kill_minus_9_then_resume_equals_uninterrupted_run(tmp_path):
+    data = make_data(tmp_path)
+    conf = write_config(tmp_path, data)
+    ref = run_train(conf, tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    killed = run_train(conf, tmp_path / "run", env={"ASR_TEST_KILL_AT_STEP": "5"})
+    assert killed.returncode == -9
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")][0] == "ckpt_00000004.pt"
+    resumed = run_train(conf, tmp_path / "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step 4" in resumed.stderr
+
+    a, b = final_weights(tmp_path / "ref"), final_weights(tmp_path / "run")
+    assert a["step"] == b["step"] == 8
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path):
+    data = make_data(tmp_path)
+    conf = write_config(tmp_path, data, max_steps=4)
+    assert run_train(conf, tmp_path / "exp").returncode == 0
+    newest = list_checkpoints(tmp_path / "exp" / "checkpoints")[0]
+    raw = bytearray(newest.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    newest.write_bytes(bytes(raw))
+    res = run_train(conf, tmp_path / "exp", "--resume", "train.max_steps=6")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "checksum mismatch" in res.stderr and "resumed from step 2" in res.stderr
+
+
+def test_broken_and_too_short_utterances_are_skipped_and_reported(tmp_path):
+    data = make_data(tmp_path, broken=2, short=1)
+    conf = write_config(tmp_path, data, max_steps=3)
+    res = run_train(conf, tmp_path / "exp")
+    assert res.returncode == 0, res.stderr[-2000:]
+    skipped = (tmp_path / "exp" / "skipped_utts.txt").read_text()
+    assert "theo_broken_0" in skipped and "theo_broken_1" in skipped and "not readable" in skipped
+    assert "theo_short_0" in skipped and "too short for CTC" in skipped
+    assert (tmp_path / "exp" / "model.safetensors").exists()
+    assert (tmp_path / "exp" / "train_curve.png").exists()
+
+
+def test_transcript_outside_vocabulary_names_the_utterance(tmp_path):
+    data = make_data(tmp_path, n=4)
+    dev = tmp_path / "dev"
+    utts = read_data_dir(data)
+    utts[0].text = "zwölf"
+    write_data_dir(dev, utts)
+    conf = write_config(tmp_path, data, dev_data=[str(dev)], max_steps=2)
+    res = run_train(conf, tmp_path / "exp")
+    assert res.returncode != 0
+    assert utts[0].utt_id in res.stderr and "'z'" in res.stderr
