@@ -44,9 +44,13 @@ def cmd_cmvn(a) -> int:
 
     cfg = load_config(a.config, a.overrides)
     utts = [u for d in a.data for u in read_data_dir(d)]
+    if a.max_utts and len(utts) > a.max_utts:  # a random subset estimates mean/std as well, faster
+        import random
+
+        utts = random.Random(0).sample(utts, a.max_utts)
 
     def waves():
-        for u in tqdm(utts, desc="cmvn", file=sys.stderr, leave=False):
+        for u in tqdm(utts, desc="cmvn", file=sys.stderr, leave=False, disable=None):
             try:
                 yield load_audio(u.audio, cfg.features.sample_rate)[0]
             except AudioError as e:
@@ -155,7 +159,7 @@ def cmd_transcribe(a) -> int:
         failed.append((path, msg))
         print(f"asr transcribe: {msg}", file=sys.stderr)
 
-    with tqdm(total=len(paths), desc="transcribe", unit="file", file=sys.stderr, disable=a.quiet or len(paths) < 2) as bar:
+    with tqdm(total=len(paths), desc="transcribe", unit="file", file=sys.stderr, disable=True if a.quiet or len(paths) < 2 else None) as bar:
         for t in tr.transcribe_files(paths, on_error=on_error, progress=bar):
             out.write(format_transcript(t, a.format))
             out.flush()
@@ -186,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("data", nargs="+")
+    p.add_argument("--max-utts", type=int, default=1000, help="estimate from a random subset of this size (0 = all)")
     p.add_argument("--override", dest="overrides", action="append", default=[])
     p.set_defaults(func=cmd_cmvn)
 

@@ -281,7 +281,7 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
     t_last, utts_since, audio_since = time.time(), 0, 0.0
     while not stop and epoch < tc.max_epochs:
         sampler.load_state_dict({"epoch": epoch, "position": position})
-        bar = tqdm(total=len(sampler), initial=position, desc=f"epoch {epoch + 1}", disable=rank != 0,
+        bar = tqdm(total=len(sampler), initial=position, desc=f"epoch {epoch + 1}", disable=None if rank == 0 else True,
                    dynamic_ncols=True, file=sys.stderr, leave=False)
         for batch in loader:
             position += 1
@@ -338,6 +338,9 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
             if not tc.eval_every:
                 stop = run_eval()
             save_state()
+    if best is None or best.get("step") != step:
+        if not (csv_log.rows and csv_log.rows[-1].get("split") == "dev" and int(csv_log.rows[-1]["step"]) == step):
+            run_eval()  # the step budget ran out between evaluations: the last steps still count
     if bad_log:
         bad_log.close()
     if dev_loader is None and rank == 0:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from .acoustic import CTCModel
+from .speaker import SpeakerModel
 
-_ARCHS = {"ctc": CTCModel}
+_ARCHS = {"ctc": CTCModel, "speaker": SpeakerModel}
 
 
 def register(cls) -> None:

@@ -22,7 +22,7 @@ speakers="george jackson nicolas theo yweweler"
 sets="test test_conn"
 
 if stage 0 prepare; then
-  python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} data
+  python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} --num-conn-train 1200 data
   for s in train dev test train_conn dev_conn test_conn; do python -m asr.datadir validate data/$s; done
   done_stage 0 prepare
 fi

@@ -1,0 +1,207 @@
+"""The speaker model: log-mel -> (frame stacking) -> stacked (Bi)LSTM/GRU -> attentive statistics
+pooling -> embedding, trained with a speaker classifier that is thrown away at test time.
+
+An utterance in, one L2-normalised embedding out; two utterances are compared by the cosine of
+their embeddings, so speakers never heard in training can be enrolled and recognised.
+
+Speaker-specific knobs live in `model.extra` (unknown keys are errors):
+    head: amsoftmax | softmax   training classifier (default amsoftmax: additive-margin softmax,
+                                 Wang et al. 2018, which trains for cosine scoring directly)
+    margin: 0.2                  AM-softmax margin subtracted from the target cosine
+    scale: 30.0                  AM-softmax logit scale
+    attention_dim: 128           hidden size of the pooling attention
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import ExperimentConfig
+from ..features import Frontend, lengths_to_mask
+from .acoustic import SUBSAMPLERS, ConvSubsample, FrameStack
+from .rnn import StackedRNN
+
+EXTRA_DEFAULTS = {"head": "amsoftmax", "margin": 0.2, "scale": 30.0, "attention_dim": 128}
+HEADS = {"amsoftmax", "softmax"}
+# Pairs scored on dev for the EER: all pairs of at most this many utterances (a seeded subset beyond).
+MAX_EVAL_UTTS = 3000
+
+
+def speaker_extra(cfg: ExperimentConfig) -> dict:
+    """model.extra with defaults filled in; a typo in a key or a bad head is an error."""
+    extra = dict(cfg.model.extra or {})
+    unknown = sorted(set(extra) - set(EXTRA_DEFAULTS))
+    if unknown:
+        raise ValueError(f"model.extra: unknown key(s) {unknown} for the speaker model; known: {sorted(EXTRA_DEFAULTS)}")
+    extra = {**EXTRA_DEFAULTS, **extra}
+    if extra["head"] not in HEADS:
+        raise ValueError(f"model.extra.head: {extra['head']!r} is not one of {sorted(HEADS)}")
+    return extra
+
+
+class AttentiveStatsPooling(nn.Module):
+    """Attention-weighted mean and standard deviation over time (Okabe et al. 2018).
+
+    Padding frames get zero weight, so an utterance's statistics do not depend on its batch.
+    """
+
+    def __init__(self, dim: int, attention_dim: int = 128):
+        super().__init__()
+        self.attention = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1))
+        self.output_size = 2 * dim
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = lengths_to_mask(lengths, x.size(1))
+        w = self.attention(x).squeeze(-1).float().masked_fill(~mask, float("-inf")).softmax(-1).unsqueeze(-1)
+        x = x.float().masked_fill(~mask.unsqueeze(-1), 0.0)
+        mean = (w * x).sum(1)
+        var = (w * x.square()).sum(1) - mean.square()
+        # The floor keeps sqrt's gradient finite on one-frame or constant inputs.
+        return torch.cat([mean, var.clamp(min=1e-6).sqrt()], dim=-1)
+
+
+class AMSoftmax(nn.Module):
+    """Additive-margin softmax: logits s * (cos(theta) - m for the target class)."""
+
+    def __init__(self, dim: int, num_classes: int, margin: float, scale: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, dim) * dim**-0.5)
+        self.margin, self.scale = margin, scale
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        cos = F.linear(F.normalize(emb.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
+        if labels is not None:
+            cos = cos - self.margin * F.one_hot(labels, cos.size(-1)).to(cos.dtype)
+        return self.scale * cos
+
+
+class SoftmaxHead(nn.Linear):
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(emb.float())
+
+
+class SpeakerModel(nn.Module):
+    arch = "speaker"
+
+    def __init__(self, cfg: ExperimentConfig, speakers: list[str]):
+        super().__init__()
+        if len(speakers) < 2:
+            raise ValueError(f"speaker model: needs at least 2 training speakers, got {speakers}")
+        self.cfg = cfg
+        self.speakers = list(speakers)
+        self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
+        self.info: dict = {}
+        m = cfg.model
+        extra = speaker_extra(cfg)
+        self.frontend = Frontend(cfg.features, cfg.augment)
+        size = self.frontend.output_size
+        if m.subsample not in SUBSAMPLERS:
+            raise ValueError(f"model.subsample: {m.subsample!r} is not one of {sorted(SUBSAMPLERS)}")
+        self.conv = {"none": lambda: None, "stack": lambda: FrameStack(size, m.stack_frames),
+                     "conv": lambda: ConvSubsample(size, m.conv_channels)}[m.subsample]()
+        if self.conv is not None:
+            size = self.conv.output_size
+        self.encoder = StackedRNN(size, m.hidden_size, m.num_layers, m.cell, m.bidirectional, m.proj_size, m.dropout)
+        self.pooling = AttentiveStatsPooling(self.encoder.output_size, int(extra["attention_dim"]))
+        self.dropout = nn.Dropout(m.dropout)
+        self.embedding = nn.Linear(self.pooling.output_size, m.embedding_dim)
+        if extra["head"] == "amsoftmax":
+            self.head = AMSoftmax(m.embedding_dim, len(speakers), float(extra["margin"]), float(extra["scale"]))
+        else:
+            self.head = SoftmaxHead(m.embedding_dim, len(speakers))
+
+    # -- what a package needs to rebuild this model
+    def package_meta(self) -> dict:
+        return {"speakers": self.speakers}
+
+    @classmethod
+    def from_package_meta(cls, cfg: ExperimentConfig, meta: dict) -> "SpeakerModel":
+        return cls(cfg, meta["speakers"])
+
+    @classmethod
+    def from_training_data(cls, cfg: ExperimentConfig, utterances) -> "SpeakerModel":
+        utterances = list(utterances)
+        speakers = sorted({u.speaker for u in utterances})
+        if len(speakers) == len(utterances) and all(u.speaker == u.utt_id for u in utterances):
+            raise ValueError("speaker model: every training utterance is its own speaker; "
+                             "the data dirs need an utt2spk file")
+        return cls(cfg, speakers)
+
+    def check_utterance(self, utt, max_speed: float = 1.0) -> str | None:
+        """Why `utt` cannot be trained on (None if it can)."""
+        if utt.speaker not in self.speaker_index:
+            return f"speaker {utt.speaker!r} is not one of the model's {len(self.speakers)} training speakers"
+        if utt.duration is not None and utt.duration <= 0:
+            return "no audio"
+        return None
+
+    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
+        """(B, S) waveforms at cfg.features.sample_rate -> (B, D) embeddings, not normalised."""
+        x, lens = self.frontend(wav, wav_lens)
+        if self.conv is not None:
+            x, lens = self.conv(x, lens)
+        x = self.encoder(x, lens)
+        return self.embedding(self.dropout(self.pooling(x, lens)))
+
+    def embed(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
+        """(B, S) waveforms -> (B, D) L2-normalised embeddings; cosine similarity is their dot product."""
+        return F.normalize(self(wav, wav_lens).float(), dim=-1)
+
+    def _labels(self, batch) -> tuple[list[int], list[tuple[str, str]]]:
+        ok, dropped = [], []
+        for i, (utt, spk) in enumerate(zip(batch.utt_ids, batch.speakers)):
+            if spk in self.speaker_index:
+                ok.append(i)
+            else:
+                dropped.append((utt, f"speaker {spk!r} is not a training speaker of this model"))
+        return ok, dropped
+
+    def compute_loss(self, batch) -> dict:
+        """Cross-entropy of the classifier head, averaged over the batch's utterances."""
+        ok, dropped = self._labels(batch)
+        if not ok:
+            return {"loss": None, "dropped": dropped, "tokens": 0, "utts": 0}
+        wav, wav_lens = batch.wav, batch.wav_lens
+        if len(ok) < len(batch):
+            idx = torch.tensor(ok, device=wav.device)
+            wav, wav_lens = wav[idx], wav_lens[idx]
+            wav = wav[:, : int(wav_lens.max())]
+        labels = torch.tensor([self.speaker_index[batch.speakers[i]] for i in ok], device=wav.device)
+        logits = self.head(self(wav, wav_lens), labels)
+        loss = F.cross_entropy(logits, labels)
+        return {"loss": loss, "dropped": dropped, "tokens": len(ok), "utts": len(ok)}
+
+    @torch.no_grad()
+    def evaluate(self, batches) -> dict:
+        """EER (%) and minDCF over all dev pairs by cosine; classifier accuracy (%) and loss on
+        dev utterances of training speakers. The trainer keeps the model with the lowest EER."""
+        from ..speaker import eer, min_dcf
+
+        embs, spks, loss_sum, correct, known = [], [], 0.0, 0, 0
+        for batch in batches:
+            emb = self(batch.wav, batch.wav_lens).float()
+            embs.append(F.normalize(emb, dim=-1).cpu())
+            spks.extend(batch.speakers)
+            ok = [i for i, s in enumerate(batch.speakers) if s in self.speaker_index]
+            if ok:
+                labels = torch.tensor([self.speaker_index[batch.speakers[i]] for i in ok], device=emb.device)
+                logits = self.head(emb[ok])  # no margin: the loss a user of the classifier would see
+                loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+                correct += int((logits.argmax(-1) == labels).sum())
+                known += len(ok)
+        if not spks:
+            raise ValueError("speaker model: no dev utterances to evaluate")
+        emb = torch.cat(embs).numpy()
+        labels = np.unique(spks, return_inverse=True)[1]
+        if len(labels) > MAX_EVAL_UTTS:
+            keep = np.random.default_rng(0).choice(len(labels), MAX_EVAL_UTTS, replace=False)
+            emb, labels = emb[keep], labels[keep]
+        i, j = np.triu_indices(len(labels), k=1)
+        scores = np.einsum("nd,nd->n", emb[i], emb[j])
+        target = labels[i] == labels[j]
+        res = {"eer": 100.0 * eer(scores, target), "min_dcf": min_dcf(scores, target)}
+        if known:
+            res.update(acc=100.0 * correct / known, loss=loss_sum / known)
+        return res
