@@ -136,8 +136,8 @@ def cmd_models(a) -> int:
         except Exception as e:  # a broken entry must not hide the others
             size, info = "?", {"error": str(e)}
         arch = entry.get("arch", "")
-        print(f"{name:<16} {size:>8}  {arch:<8} {info.get('data', entry.get('data', '')):<32} "
-              f"{info.get('result', entry.get('result', info.get('error', '')))}")
+        print(f"{name:<16} {size:>8}  {arch:<8} {entry.get('data') or info.get('data', ''):<32} "
+              f"{entry.get('result') or info.get('result', info.get('error', ''))}")
     return 0
 
 

@@ -67,6 +67,7 @@ class ModelConfig:
 class TrainConfig:
     train_data: list[str] = field(default_factory=list)
     dev_data: list[str] = field(default_factory=list)
+    train_shards: str | None = None  # shards.json/dir/URL/pattern to stream instead of train_data's audio (asr.shards)
     max_epochs: int = 20
     max_steps: int = 0  # 0 = max_epochs decides
     batch_seconds: float = 200.0  # padded audio per batch: the frame budget of a bucket

@@ -188,3 +188,28 @@ DEFAULT_MODEL = "digits"
 def load_model(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu"):
     """A ready model from a registry name, a package file, an experiment dir or a URL."""
     return load_package(resolve(name_or_path), device)
+
+
+def ship(package: str | Path, name: str, data: str = "", result: str = "") -> Path:
+    """Copy a package into the Python package as an embedded model and list it in the registry."""
+    pkg = read_package(package)  # refuse to ship a broken file
+    dest = EMBEDDED_DIR / f"{name}.safetensors"
+    atomic_write_bytes(dest, Path(package).read_bytes())
+    reg = registry()
+    reg[name] = {"file": dest.name, "arch": pkg.arch, "data": data, "result": result,
+                 "sha256": sha256_file(dest), "size_mb": round(dest.stat().st_size / 2**20, 1)}
+    atomic_write_bytes(REGISTRY_FILE, (json.dumps(reg, indent=2, sort_keys=True) + "\n").encode())
+    return dest
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Ship a package as an embedded model (maintainers).")
+    ap.add_argument("command", choices=["ship"])
+    ap.add_argument("package")
+    ap.add_argument("name")
+    ap.add_argument("--data", default="")
+    ap.add_argument("--result", default="")
+    a = ap.parse_args()
+    print(ship(a.package, a.name, a.data, a.result))

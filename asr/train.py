@@ -199,13 +199,20 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
     if rank == 0:
         (exp_dir / "skipped_utts.txt").write_text("".join(f"{u}\t{why}\n" for u, why in skipped))
 
-    sampler = BucketBatchSampler([u.duration for u in train_utts], tc.batch_seconds, tc.max_batch_size,
-                                 shuffle=True, seed=tc.seed, rank=rank, world_size=world)
-    loader_gen = torch.Generator().manual_seed(tc.seed)  # keeps DataLoader seeding off the global RNG
-    dataset = AudioDataset(train_utts, cfg.features.sample_rate, cfg.augment, tc.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=tc.num_workers, generator=loader_gen,
-                                         prefetch_factor=4 if tc.num_workers else None)
+    if tc.train_shards:  # streamed from tar shards; train_data still gives the vocabulary and the filter above
+        from .shards import ShardLoader
+
+        sampler = loader = ShardLoader(tc.train_shards, cfg.features.sample_rate, cfg.augment, tc.batch_seconds,
+                                       tc.max_batch_size, tc.seed, rank, world, tc.num_workers,
+                                       keep=[u.utt_id for u in train_utts])
+    else:
+        sampler = BucketBatchSampler([u.duration for u in train_utts], tc.batch_seconds, tc.max_batch_size,
+                                     shuffle=True, seed=tc.seed, rank=rank, world_size=world)
+        loader_gen = torch.Generator().manual_seed(tc.seed)  # keeps DataLoader seeding off the global RNG
+        dataset = AudioDataset(train_utts, cfg.features.sample_rate, cfg.augment, tc.seed)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=tc.num_workers, generator=loader_gen,
+                                             prefetch_factor=4 if tc.num_workers else None)
     dev_loader = eval_batches(dev_utts, cfg.features.sample_rate, tc.batch_seconds, tc.max_batch_size) if dev_utts else None
     log.info("%d batches per epoch, padding efficiency %.3f", len(sampler), sampler.padding_efficiency())
 

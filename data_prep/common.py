@@ -182,19 +182,24 @@ class Prep:
 
 def prepare_main(corpus: str, prepare: Callable[[Prep, argparse.Namespace], None],
                  add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-                 argv: list[str] | None = None, description: str | None = None) -> int:
+                 argv: list[str] | None = None, description: str | None = None,
+                 synthetic: bool = False) -> int:
     """Parse the command line, find the corpus, log to OUT_DIR/prepare.log, run `prepare`, print a
-    summary. Returns the exit status (1 when the corpus is missing or a set comes out empty)."""
+    summary. Returns the exit status (1 when the corpus is missing or a set comes out empty).
+    `synthetic`: the preparation makes its corpus itself (no --corpus-dir/--download; the
+    corpus dir is OUT_DIR)."""
     parser = argparse.ArgumentParser(prog=f"python -m data_prep.{corpus}", description=description)
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="one data dir per set goes here")
-    parser.add_argument("--corpus-dir", type=Path, help=f"the corpus (a folder holding {LAYOUT.get(corpus, '')}/)")
-    parser.add_argument("--download", action="store_true",
-                        help=f"fetch {URLS.get(corpus, 'the corpus')} if it is not found")
+    if not synthetic:
+        parser.add_argument("--corpus-dir", type=Path, help=f"the corpus (a folder holding {LAYOUT.get(corpus, '')}/)")
+        parser.add_argument("--download", action="store_true",
+                            help=f"fetch {URLS.get(corpus, 'the corpus')} if it is not found")
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        corpus_dir = resolve_corpus_dir(corpus, args.corpus_dir, allow_download=args.download)
+        corpus_dir = args.out_dir if synthetic else resolve_corpus_dir(
+            corpus, args.corpus_dir, allow_download=args.download)
     except CorpusNotFound as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

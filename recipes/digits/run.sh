@@ -4,6 +4,7 @@
 #   ./run.sh [--stage N] [--stop-stage N] [--config conf/train.yaml] [--exp exp/train] [--force true]
 #            [--demo true]  (the `make demo` path: also transcribes a sample clip)
 # Stages: 0 prepare, 1 CMVN, 2 train, 3 decode + score, 4 package, 5 RESULTS.md,
+#         6 ship (copy the package into asr/pretrained as the embedded `digits` model; maintainers only),
 #         10 leave-one-speaker-out (5 trainings; not part of the demo)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -64,6 +65,13 @@ if stage 5 results; then
   } > "$exp/RESULTS.part.md"
   cat "$exp/RESULTS.part.md"
   done_stage 5 results
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ] && [ "$stop_stage" -lt 10 ]; then
+  echo "== stage 6 (ship): $exp/digits.safetensors -> asr/pretrained/digits.safetensors"
+  python -m asr.pretrained ship "$exp/digits.safetensors" digits \
+    --data "FSDD, 5 speakers, takes 5-49 + spliced strings" \
+    --result "$(head -1 "$exp/decode_test/wer" | cut -d' ' -f2) % WER test, $(head -1 "$exp/decode_test_conn/wer" | cut -d' ' -f2) % test_conn"
 fi
 
 if [ "$demo" = true ]; then

@@ -1,0 +1,60 @@
+"""End to end: the yesno recipe (prepare, CMVN, train, decode, score, package) in a scratch copy."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, YESNO, needs_yesno
+
+
+def copy_recipe(tmp_path: Path, name: str) -> Path:
+    (tmp_path / "recipes").mkdir()
+    shutil.copy(ROOT / "recipes" / "lib.sh", tmp_path / "recipes")
+    shutil.copytree(ROOT / "recipes" / name, tmp_path / "recipes" / name, symlinks=True,
+                    ignore=shutil.ignore_patterns("data", "exp", "RESULTS.md"))
+    shutil.copytree(ROOT / "conf" / name, tmp_path / "conf" / name)
+    return tmp_path / "recipes" / name
+
+
+def recipe_env():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.mark.slow
+@needs_yesno
+def test_yesno_recipe_reaches_low_wer_and_is_rerunnable(tmp_path):
+    d = copy_recipe(tmp_path, "yesno")
+    run = lambda *a: subprocess.run(["bash", "run.sh", "--corpus-dir", str(YESNO.parent), *a], cwd=d,
+                                    env=recipe_env(), capture_output=True, text=True, timeout=900)
+    res = run()
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    first = (d / "exp/train/decode_test/wer").read_text().splitlines()[0]
+    errors, total = first.split("[")[1].split(",")[0].split("/")
+    assert int(total) == 232
+    assert int(errors) / int(total) <= 0.05, first
+    assert (d / "exp/train/yesno.safetensors").exists() and (d / "RESULTS.md").exists()
+    again = run()
+    assert again.returncode == 0
+    assert again.stdout.count("done already, skipping") == 6
+
+
+def test_recipe_options_are_checked(tmp_path):
+    d = copy_recipe(tmp_path, "yesno")
+    res = subprocess.run(["bash", "run.sh", "--no-such-option", "1"], cwd=d, env=recipe_env(),
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "unknown option --no-such-option" in res.stderr
+
+
+def test_missing_corpus_names_the_path(tmp_path):
+    d = copy_recipe(tmp_path, "yesno")
+    env = {**recipe_env(), "ASR_DATA": str(tmp_path / "nowhere"), "ASR_SHARED_DATA": str(tmp_path / "nowhere")}
+    res = subprocess.run(["bash", "run.sh", "--corpus-dir", str(tmp_path / "absent"), "--stop-stage", "0"], cwd=d,
+                         env=env, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert str(tmp_path / "absent") in res.stdout + res.stderr
