@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("inputs", nargs="+", help="files, folders, globs, a manifest (.jsonl) or - (paths on stdin)")
     p.set_defaults(func=cmd_transcribe)
+
+    from .speaker import add_speaker_commands
+
+    add_speaker_commands(sub)
     return ap
 
 

@@ -107,6 +107,9 @@ def read_package(path: str | Path) -> Package:
         raise PackageError(f"{path}: weights checksum mismatch: the file was modified or corrupted")
     try:
         cfg = load_config(data=json.loads(meta["config"]))
+        # The CMVN statistics are weights of the package; the path they were read from at training
+        # time means nothing on another machine.
+        cfg.features.cmvn = None
         return Package(path, meta["arch"], cfg, json.loads(meta["model_meta"]), json.loads(meta.get("info", "{}")), tensors)
     except (KeyError, json.JSONDecodeError, ValueError) as e:
         raise PackageError(f"{path}: incomplete package header ({e})") from None

@@ -84,6 +84,12 @@ class _HashingFile:
         self.size += len(data)
         return len(data)
 
+    def finish(self) -> None:
+        """Flush to the disk: the rename that follows must not publish a shard still in the cache."""
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+
     def close(self) -> None:
         self.f.close()
 
@@ -164,9 +170,7 @@ def write_shards(utterances: Iterable[Utterance], out_pattern: str | os.PathLike
     def close_shard():
         state["tar"].close()
         f = state["file"]
-        f.f.flush()
-        os.fsync(f.f.fileno())
-        f.close()
+        f.finish()
         os.replace(state["tmp"], out_dir / state["name"])
         shards.append({"name": state["name"], "first": state["first"], "utterances": len(state["items"]),
                        "duration": round(state["duration"], 3), "bytes": f.size,

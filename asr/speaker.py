@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +182,8 @@ class SpeakerDB:
         if not isinstance(data, dict) or data.get("format") != DB_FORMAT:
             raise SpeakerDBError(f"{path}: not a speaker database (no \"format\": \"{DB_FORMAT}\")")
         if int(data.get("version", 0)) > DB_VERSION:
-            raise SpeakerDBError(f"{path}: database version {data['version']} is newer than this asr reads ({DB_VERSION})")
+            raise SpeakerDBError(f"{path}: database version {data['version']} is newer than this asr reads "
+                                 f"({DB_VERSION})")
         speakers = {}
         for name, entry in (data.get("speakers") or {}).items():
             try:
@@ -541,7 +541,8 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--db", default=None, help="enrollment database (default $ASR_HOME/speakers.json)")
         if threshold:
             p.add_argument("--threshold", type=float, default=None,
-                           help=f"cosine score below which a speaker is not accepted (default: the model's, else {DEFAULT_THRESHOLD})")
+                           help="cosine score below which a speaker is not accepted "
+                                f"(default: the model's, else {DEFAULT_THRESHOLD})")
 
     p = sub.add_parser("enroll", help="add a speaker to the enrollment database")
     common(p, threshold=False)
@@ -568,7 +569,8 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("evaluate", help="identification accuracy, EER and minDCF on data dirs")
     common(p, db=False)
     p.add_argument("--enroll", nargs="+", required=True, metavar="DIR", help="data dirs to enroll speakers from")
-    p.add_argument("--test", nargs="+", required=True, metavar="DIR", help="data dirs to identify and to pair into trials")
+    p.add_argument("--test", nargs="+", required=True, metavar="DIR",
+                   help="data dirs to identify and to pair into trials")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--trials", default=None, help="trial list (utt1 utt2 target|nontarget); written when missing")
     p.add_argument("--new-speaker-utts", type=int, default=10,

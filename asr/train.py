@@ -282,10 +282,19 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
         plot_curves(csv_log.rows, metric, exp_dir / "train_curve.png")
         return bool(tc.patience) and bad_evals >= tc.patience
 
+    def agree(flag: bool) -> bool:
+        """Rank 0's early-stopping decision for every rank: one that trained on would wait forever."""
+        if world == 1:
+            return flag
+        t = torch.tensor([int(flag)], device=device)
+        torch.distributed.broadcast(t, 0)
+        return bool(t.item())
+
     model.train()
     bad_log = open(exp_dir / "bad_utts.txt", "a") if rank == 0 else None
     stop = step >= total_steps
     t_last, utts_since, audio_since = time.time(), 0, 0.0
+    loss_sum, loss_n = 0.0, 0  # over the micro-batches of one optimizer step
     while not stop and epoch < tc.max_epochs:
         sampler.load_state_dict({"epoch": epoch, "position": position})
         bar = tqdm(total=len(sampler), initial=position, desc=f"epoch {epoch + 1}", disable=None if rank == 0 else True,
@@ -307,7 +316,7 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
             if out["loss"] is None:
                 continue
             scaler.scale(out["loss"] / tc.grad_accum).backward()
-            loss_value = float(out["loss"].detach())
+            loss_sum, loss_n = loss_sum + float(out["loss"].detach()), loss_n + 1
             utts_since += len(batch)
             audio_since += float(batch.wav_lens.sum()) / cfg.features.sample_rate
             if position % tc.grad_accum:
@@ -324,7 +333,13 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
             step += 1
             if _KILL_AT_STEP and step == _KILL_AT_STEP:
                 os.kill(os.getpid(), signal.SIGKILL)
+            loss_value = loss_sum / max(loss_n, 1)
             bar.set_postfix(loss=f"{loss_value:.3f}", step=step)
+            if step % tc.log_every == 0 and world > 1:  # log the loss of every rank's batches, not rank 0's alone
+                t = torch.tensor([loss_sum, loss_n], dtype=torch.float64, device=device)
+                torch.distributed.all_reduce(t)
+                loss_value = float(t[0] / t[1].clamp(min=1))
+            loss_sum, loss_n = 0.0, 0
             if step % tc.log_every == 0 and rank == 0:
                 dt = time.time() - t_last
                 csv_log.add(step=step, epoch=epoch, split="train", loss=round(loss_value, 5),
@@ -332,7 +347,7 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
                             utts_per_s=round(utts_since / dt, 2), audio_s_per_s=round(audio_since / dt, 2))
                 t_last, utts_since, audio_since = time.time(), 0, 0.0
             if tc.eval_every and step % tc.eval_every == 0:
-                stop = run_eval()
+                stop = agree(run_eval())
             if step % tc.checkpoint_every == 0:
                 save_state()
             if step >= total_steps or stop:
@@ -343,7 +358,7 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
             epoch, position = epoch + 1, 0
             log.info("epoch %d done (step %d)", epoch, step)
             if not tc.eval_every:
-                stop = run_eval()
+                stop = agree(run_eval())
             save_state()
     if best is None or best.get("step") != step:
         if not (csv_log.rows and csv_log.rows[-1].get("split") == "dev" and int(csv_log.rows[-1]["step"]) == step):

@@ -74,6 +74,12 @@ class Transcriber:
             from .beam_search import CTCBeamDecoder
 
             d = model.cfg.decode
+            if lm is None and d.lm and not os.path.isabs(d.lm) and getattr(model, "package_path", None):
+                # a tuned package (asr tune) names its LM relative to itself, so both can move together
+                lm = os.path.join(os.path.dirname(model.package_path), d.lm)
+                if not os.path.isfile(lm):
+                    raise FileNotFoundError(f"{model.package_path}: its decode.lm {d.lm!r} is not at {lm}; "
+                                            "pass --lm to use another LM")
             self.beam = CTCBeamDecoder(model.vocab.tokens, model_path=lm if lm is not None else d.lm,
                                        alpha=d.alpha if alpha is None else alpha, beta=d.beta if beta is None else beta,
                                        beam_width=beam_width or d.beam_width, blank_id=model.vocab.blank_id,
@@ -124,11 +130,13 @@ class Transcriber:
                 hyps[i] = h
         out = [Transcript(name, "", round(len(wav) / self.sr, 3)) for name, wav in items]
         texts: list[list[str]] = [[] for _ in items]
-        for (k, offset, _), h in zip(pieces, hyps):
+        for (k, offset, seg), h in zip(pieces, hyps):
             if h.text:
                 texts[k].append(h.text)
-            out[k].words += [Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.confidence)
-                             for w in h.words]
+            # Output frames can reach past the last sample (frame stacking pads): clamp to the audio.
+            seg_end = offset + len(seg) / self.sr
+            out[k].words += [Word(w.word, round(min(w.start + offset, seg_end), 3),
+                                  round(min(w.end + offset, seg_end), 3), w.confidence) for w in h.words]
             if self.nbest > 1 and getattr(h, "nbest", None):
                 out[k].nbest += h.nbest
         for k, t in enumerate(out):

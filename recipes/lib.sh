@@ -1,6 +1,9 @@
 # Shared by every recipe's run.sh: option parsing (Kaldi's parse_options.sh style) and stage guards.
-# A stage runs when stage <= N <= stop_stage; a finished stage leaves exp/.done/<N>.<name> and is
-# skipped when run again (delete the marker, or pass --force true, to redo it).
+# A stage runs when stage <= N <= stop_stage; a finished stage leaves <exp>/.done/<N>.<name> (so each
+# experiment dir keeps its own record) and is skipped when run again (delete the marker, or pass
+# --force true, to redo it).
+
+force=${force:-false}
 
 # --foo-bar value  sets  foo_bar=value  for any variable the recipe declared before sourcing this.
 while [ $# -gt 0 ]; do
@@ -15,20 +18,18 @@ while [ $# -gt 0 ]; do
   printf -v "$name" '%s' "$value"
 done
 
-force=${force:-false}
-
 # stage N NAME: true when stage N should run now.
 stage() {
-  local n=$1 name=$2
+  local n=$1 name=$2 marker="${exp:-exp}/.done/$1.$2"
   [ "$n" -ge "$stage" ] && [ "$n" -le "$stop_stage" ] || return 1
-  if [ "$force" != true ] && [ -f "exp/.done/$n.$name" ]; then
-    echo "== stage $n ($name): done already, skipping (exp/.done/$n.$name)"
+  if [ "$force" != true ] && [ -f "$marker" ]; then
+    echo "== stage $n ($name): done already, skipping ($marker)"
     return 1
   fi
   echo "== stage $n ($name): $(date '+%F %T')"
   return 0
 }
 
-done_stage() { mkdir -p exp/.done && touch "exp/.done/$1.$2"; }
+done_stage() { mkdir -p "${exp:-exp}/.done" && touch "${exp:-exp}/.done/$1.$2"; }
 
 machine() { echo "$(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(python -c 'import torch;print("CUDA "+torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'), torch $(python -c 'import torch;print(torch.__version__)')"; }

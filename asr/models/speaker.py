@@ -10,8 +10,13 @@ Speaker-specific knobs live in `model.extra` (unknown keys are errors):
     margin: 0.2                  AM-softmax margin subtracted from the target cosine
     scale: 30.0                  AM-softmax logit scale
     attention_dim: 128           hidden size of the pooling attention
+    speed_speakers: []           e.g. [0.9, 1.0, 1.1]: in training each utterance is played at a
+                                 random one of these speeds and labelled as a new speaker per speed
+                                 (Kaldi's trick): pitch and formants move, so the model learns what
+                                 tells voices apart, not just which of few training speakers it hears.
 """
 from __future__ import annotations
+
 
 import numpy as np
 import torch
@@ -19,11 +24,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ExperimentConfig
-from ..features import Frontend, lengths_to_mask
+from ..features import Frontend, lengths_to_mask, speed_perturb
 from .acoustic import SUBSAMPLERS, ConvSubsample, FrameStack
 from .rnn import StackedRNN
 
-EXTRA_DEFAULTS = {"head": "amsoftmax", "margin": 0.2, "scale": 30.0, "attention_dim": 128}
+EXTRA_DEFAULTS = {"head": "amsoftmax", "margin": 0.2, "scale": 30.0, "attention_dim": 128, "speed_speakers": []}
 HEADS = {"amsoftmax", "softmax"}
 # Pairs scored on dev for the EER: all pairs of at most this many utterances (a seeded subset beyond).
 MAX_EVAL_UTTS = 3000
@@ -34,10 +39,17 @@ def speaker_extra(cfg: ExperimentConfig) -> dict:
     extra = dict(cfg.model.extra or {})
     unknown = sorted(set(extra) - set(EXTRA_DEFAULTS))
     if unknown:
-        raise ValueError(f"model.extra: unknown key(s) {unknown} for the speaker model; known: {sorted(EXTRA_DEFAULTS)}")
+        raise ValueError(f"model.extra: unknown key(s) {unknown} for the speaker model; "
+                         f"known: {sorted(EXTRA_DEFAULTS)}")
     extra = {**EXTRA_DEFAULTS, **extra}
     if extra["head"] not in HEADS:
         raise ValueError(f"model.extra.head: {extra['head']!r} is not one of {sorted(HEADS)}")
+    speeds = extra["speed_speakers"]
+    if speeds and (not isinstance(speeds, list) or 1.0 not in speeds
+                   or any(not 0.5 <= float(f) <= 2.0 for f in speeds)):
+        raise ValueError(f"model.extra.speed_speakers: {speeds!r} must be a list of speeds in [0.5, 2] "
+                         "that includes 1.0")
+    extra["speed_speakers"] = [float(f) for f in speeds or []]
     return extra
 
 
@@ -107,10 +119,13 @@ class SpeakerModel(nn.Module):
         self.pooling = AttentiveStatsPooling(self.encoder.output_size, int(extra["attention_dim"]))
         self.dropout = nn.Dropout(m.dropout)
         self.embedding = nn.Linear(self.pooling.output_size, m.embedding_dim)
+        # Classes are (speaker, speed) pairs, speaker-major: class = speaker * len(speeds) + speed.
+        self.speeds = extra["speed_speakers"] or [1.0]
+        classes = len(speakers) * len(self.speeds)
         if extra["head"] == "amsoftmax":
-            self.head = AMSoftmax(m.embedding_dim, len(speakers), float(extra["margin"]), float(extra["scale"]))
+            self.head = AMSoftmax(m.embedding_dim, classes, float(extra["margin"]), float(extra["scale"]))
         else:
-            self.head = SoftmaxHead(m.embedding_dim, len(speakers))
+            self.head = SoftmaxHead(m.embedding_dim, classes)
 
     # -- what a package needs to rebuild this model
     def package_meta(self) -> dict:
@@ -169,9 +184,24 @@ class SpeakerModel(nn.Module):
             wav, wav_lens = wav[idx], wav_lens[idx]
             wav = wav[:, : int(wav_lens.max())]
         labels = torch.tensor([self.speaker_index[batch.speakers[i]] for i in ok], device=wav.device)
+        labels = labels * len(self.speeds) + self.speeds.index(1.0)
+        if len(self.speeds) > 1 and self.training:
+            wav, wav_lens, labels = self._speed_speakers(wav, wav_lens, labels)
         logits = self.head(self(wav, wav_lens), labels)
         loss = F.cross_entropy(logits, labels)
         return {"loss": loss, "dropped": dropped, "tokens": len(ok), "utts": len(ok)}
+
+    def _speed_speakers(self, wav, wav_lens, labels):
+        """Each utterance at a random speed of extra.speed_speakers, relabelled as that speed's speaker."""
+        k = torch.randint(len(self.speeds), (len(labels),))
+        pieces = [torch.from_numpy(speed_perturb(w[: int(n)].float().cpu().numpy(), self.speeds[int(i)]))
+                  for w, n, i in zip(wav, wav_lens, k)]
+        lens = torch.tensor([len(p) for p in pieces])
+        out = wav.new_zeros(len(pieces), int(lens.max()))
+        for row, p in enumerate(pieces):
+            out[row, : len(p)] = p.to(out)
+        base = labels - self.speeds.index(1.0)
+        return out, lens.to(wav_lens.device), base + k.to(labels.device)
 
     @torch.no_grad()
     def evaluate(self, batches) -> dict:
@@ -188,8 +218,9 @@ class SpeakerModel(nn.Module):
             if ok:
                 labels = torch.tensor([self.speaker_index[batch.speakers[i]] for i in ok], device=emb.device)
                 logits = self.head(emb[ok])  # no margin: the loss a user of the classifier would see
-                loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-                correct += int((logits.argmax(-1) == labels).sum())
+                nat = labels * len(self.speeds) + self.speeds.index(1.0)  # dev audio plays at speed 1
+                loss_sum += float(F.cross_entropy(logits, nat, reduction="sum"))
+                correct += int((logits.argmax(-1) // len(self.speeds) == labels).sum())
                 known += len(ok)
         if not spks:
             raise ValueError("speaker model: no dev utterances to evaluate")
@@ -201,6 +232,9 @@ class SpeakerModel(nn.Module):
         i, j = np.triu_indices(len(labels), k=1)
         scores = np.einsum("nd,nd->n", emb[i], emb[j])
         target = labels[i] == labels[j]
+        if target.all() or not target.any():
+            raise ValueError("speaker model: the dev data gives no EER: it needs two or more speakers, one of "
+                             "them with two or more utterances")
         res = {"eer": 100.0 * eer(scores, target), "min_dcf": min_dcf(scores, target)}
         if known:
             res.update(acc=100.0 * correct / known, loss=loss_sum / known)

@@ -4,9 +4,11 @@
 # pooling and an additive-margin softmax head; speakers are scored by cosine of their embeddings.
 #   ./run.sh [--stage N] [--stop-stage N] [--config conf/train.yaml] [--exp exp/train] [--force true]
 # Stages: 0 prepare, 1 CMVN, 2 train, 3 evaluate (closed-set identification on takes 0-4, EER and
-#         minDCF on all test pairs, PCA plot), 4 package (+ copy into asr/pretrained), 5 RESULTS.md,
+#         minDCF on all test pairs, PCA plot), 4 package, 5 RESULTS.md,
+#         6 ship (copy the package into asr/pretrained as the embedded `digits-speaker`; maintainers only),
 #         10 leave-one-speaker-out: train on 4 speakers, enroll the 5th from 10 utterances and
-#            identify the rest among all 5 (5 trainings; not run by default)
+#            identify the rest among all 5 (5 trainings; not run by default). One speaker only:
+#            --speakers NAME; speed pseudo-speakers: --train-args model.extra.speed_speakers=[0.9,1.0,1.1]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -18,6 +20,7 @@ exp=exp/train
 corpus_dir=
 train_args=
 speakers="george jackson nicolas theo yweweler"
+force=false  # declared here: lib.sh only accepts options the recipe declared
 . ../lib.sh
 
 no_conn="--num-conn-train 0 --num-conn-dev 0 --num-conn-test 0"  # single digits are enough here
@@ -48,23 +51,14 @@ if stage 3 evaluate; then
   done_stage 3 evaluate
 fi
 
+result() { python -c "import json;r=json.load(open('$exp/eval_test/results.json'));print(f\"test acc {r['acc']:.2f} %, EER {r['eer']:.2f} %, minDCF {r['min_dcf']:.3f}\")"; }
+
 if stage 4 package; then
-  result=$(python -c "import json;r=json.load(open('$exp/eval_test/results.json'));print(f\"test acc {r['acc']:.2f}%, EER {r['eer']:.2f}%, minDCF {r['min_dcf']:.3f}\")")
+  # The EER threshold measured here becomes the model's default accept/reject threshold.
   threshold=$(python -c "import json;print(json.load(open('$exp/eval_test/results.json'))['eer_threshold'])")
   python -m asr package --model "$exp" -o "$exp/digits-speaker.safetensors" \
     --info data="FSDD 5 speakers, takes 10-49" --info recipe=recipes/speaker_digits \
-    --info "result=$result" --info threshold="$threshold"
-  cp "$exp/digits-speaker.safetensors" ../../asr/pretrained/digits-speaker.safetensors
-  python - "$result" <<'EOF'
-import json, sys
-from pathlib import Path
-reg = Path("../../asr/pretrained/registry.json")
-entries = json.loads(reg.read_text()) if reg.exists() else {}
-entries["digits-speaker"] = {"file": "digits-speaker.safetensors", "arch": "speaker",
-                             "data": "FSDD 5 speakers, takes 10-49", "result": sys.argv[1],
-                             "description": "speaker embeddings (2x128 BiLSTM, attentive pooling), 8 kHz"}
-reg.write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
-EOF
+    --info "result=$(result)" --info threshold="$threshold"
   done_stage 4 package
 fi
 
@@ -79,7 +73,7 @@ secs = Path(f"{exp}/train_seconds")
 print(f"# speaker_digits results\n\n## {exp} ({day}, {machine})\n")
 print(f"Config `{config}`: {m['num_layers']}x{m['hidden_size']} {'Bi' if m['bidirectional'] else ''}"
       f"{m['cell'].upper()}, subsample={m['subsample']}, embedding {m['embedding_dim']}, head {m['extra']}"
-      + (f"; training took {int(secs.read_text())} s" if secs.exists() else "") + ".\n")
+      + (f"; training took {int(secs.read_text())} s wall clock" if secs.exists() else "") + ".\n")
 print("| test (takes 0-4) | value |\n|---|---|")
 print(f"| closed-set identification accuracy | {r['acc']:.2f} % ({r['identified']} utterances, enrolled from data/train) |")
 print(f"| EER | {r['eer']:.2f} % (threshold {r['eer_threshold']:.3f}; {r['trials']['target']} target / {r['trials']['nontarget']} non-target trials) |")
@@ -90,13 +84,22 @@ loso = sorted(Path("exp").glob("loso_*/eval/results.json"))
 if loso:
     print("\n## Leave one speaker out (stage 10)\n\nTrained on 4 speakers; the 5th enrolled from 10 of its"
           " utterances, its other 490 and the others' takes 5-9 identified among all 5.\n")
-    print("| held-out speaker | its accuracy | all accuracy | EER |\n|---|---|---|---|")
+    print("| exp | held-out speaker | its accuracy | all accuracy | EER | max_epochs | model.extra |\n"
+          "|---|---|---|---|---|---|---|")
     for p in loso:
         x = json.load(open(p))
-        print(f"| {x['new_speakers'][0]} | {x['acc_new_speakers']:.2f} % | {x['acc']:.2f} % | {x['eer']:.2f} % |")
+        c = yaml.safe_load(open(p.parent.parent / "config.yaml"))
+        print(f"| {p.parent.parent.name} | {x['new_speakers'][0]} | {x['acc_new_speakers']:.2f} % | {x['acc']:.2f} % "
+              f"| {x['eer']:.2f} % | {c['train']['max_epochs']} | {c['model']['extra']} |")
 EOF
   cat RESULTS.md
   done_stage 5 results
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ] && [ "$stop_stage" -lt 10 ]; then
+  echo "== stage 6 (ship): $exp/digits-speaker.safetensors -> asr/pretrained/digits-speaker.safetensors"
+  python -m asr.pretrained ship "$exp/digits-speaker.safetensors" digits-speaker \
+    --data "FSDD, 5 speakers, takes 10-49" --result "$(result)"
 fi
 
 # Leave one speaker out: the held-out speaker is new to the model, as a user's own voice would be.

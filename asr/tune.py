@@ -1,0 +1,292 @@
+"""Tuning the beam search on a dev set: LM weight (alpha), word bonus (beta) and beam width.
+
+    asr tune --model PKG --data DEV_DIR --lm LM --out-dir DIR [--alphas 0,0.5,1] [--betas 0,1,2] [--beams 8,32]
+
+The acoustic model runs once over the dev set and its log-probabilities are kept in
+DIR/dev_logprobs.npz (reused while the model's weights and the data dir are the same); each grid
+point only re-runs the search. Writes DIR/results.tsv and DIR/results.md (sorted by WER, greedy
+decoding as the baseline), DIR/best.json, and DIR/model.safetensors: the model package with the
+best values as its decoding defaults (cfg.decode), its LM path written relative to that file so
+the two can move together.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .metrics import ErrorStats, corpus_cer, corpus_wer
+
+DUMP_FILE = "dev_logprobs.npz"
+_DUMP_FIELDS = ("utt_ids", "refs", "lengths", "log_probs", "labels", "blank_id", "key")
+
+
+class TuneError(ValueError):
+    pass
+
+
+@dataclass
+class Posteriors:
+    """CTC log-probabilities of a data set, one (T, V) array per utterance, with the references."""
+    utt_ids: list[str]
+    refs: list[str]
+    log_probs: list[np.ndarray]
+    labels: list[str]
+    blank_id: int = 0
+    key: str = ""  # what they were computed from (model weights + data dir), to know a stale file
+
+    def save(self, path: str | os.PathLike) -> None:
+        # plain arrays only (no object dtype), so loading needs no pickle
+        np.savez(path, utt_ids=np.array(self.utt_ids, dtype=str), refs=np.array(self.refs, dtype=str),
+                 lengths=np.array([len(x) for x in self.log_probs], dtype=np.int64),
+                 log_probs=np.concatenate(self.log_probs).astype(np.float32) if self.log_probs
+                 else np.zeros((0, len(self.labels)), np.float32),
+                 labels=np.array(self.labels, dtype=str), blank_id=np.array(self.blank_id), key=np.array(self.key))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Posteriors":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [f for f in _DUMP_FIELDS if f not in z.files]
+                if missing:
+                    raise TuneError(f"{path}: not a log-probability dump (no field {missing[0]!r})")
+                d = {f: z[f] for f in _DUMP_FIELDS}
+        except (OSError, ValueError) as e:
+            raise TuneError(f"{path}: cannot read the log-probability dump ({e})") from None
+        lengths, flat = d["lengths"], d["log_probs"]
+        if flat.ndim != 2 or flat.shape[0] != lengths.sum() or flat.shape[1] != len(d["labels"]) \
+                or not len(lengths) == len(d["utt_ids"]) == len(d["refs"]):
+            raise TuneError(f"{path}: field 'log_probs' {flat.shape} does not match 'lengths' "
+                            f"(sum {int(lengths.sum())}), 'labels' ({len(d['labels'])}) and 'utt_ids'")
+        return cls(d["utt_ids"].tolist(), d["refs"].tolist(), np.split(flat, np.cumsum(lengths)[:-1]),
+                   d["labels"].tolist(), int(d["blank_id"]), str(d["key"]))
+
+
+def dump_key(model, data_dir: str | os.PathLike) -> str:
+    """Model weights + data dir contents: a dump is reused only while both are unchanged."""
+    from .pretrained import weights_sha256
+
+    h = hashlib.sha256(weights_sha256(model.state_dict()).encode())
+    for name in ("wav.scp", "text", "manifest.jsonl"):
+        path = Path(data_dir) / name
+        h.update(path.read_bytes() if path.exists() else b"-")
+    return h.hexdigest()
+
+
+@torch.inference_mode()
+def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16) -> Posteriors:
+    """Run the model over every utterance of a data dir (references required)."""
+    from .audio import AudioError, load_audio
+    from .datadir import read_data_dir
+
+    utts = read_data_dir(data_dir)
+    no_text = [u.utt_id for u in utts if u.text is None]
+    if not utts or no_text:
+        raise TuneError(f"{data_dir}: tuning needs references, but "
+                        + (f"{len(no_text)} utterances have no line in text (first: {no_text[0]})"
+                           if no_text else "the data dir is empty"))
+    sr = model.cfg.features.sample_rate
+    device = next(model.parameters()).device
+    waves = {}
+    for u in utts:
+        try:
+            waves[u.utt_id] = load_audio(u.audio, sr)[0]
+        except AudioError as e:
+            print(f"asr tune: skipped {u.utt_id}: {e}", file=sys.stderr)
+    order = sorted(waves, key=lambda k: len(waves[k]))  # similar lengths share a batch: less padding
+    log_probs: dict[str, np.ndarray] = {}
+    model.eval()
+    for s in tqdm(range(0, len(order), batch_size), desc="dev log-probs", unit="batch",
+                  file=sys.stderr, disable=None, leave=False):
+        ids = order[s:s + batch_size]
+        lens = torch.tensor([len(waves[k]) for k in ids])
+        wav = torch.zeros(len(ids), int(lens.max()))
+        for i, k in enumerate(ids):
+            wav[i, :len(waves[k])] = torch.from_numpy(waves[k])
+        out, out_lens = model(wav.to(device), lens.to(device))
+        for i, k in enumerate(ids):
+            log_probs[k] = out[i, :int(out_lens[i])].float().cpu().numpy()
+    kept = [u for u in utts if u.utt_id in log_probs]
+    return Posteriors([u.utt_id for u in kept], [u.text for u in kept], [log_probs[u.utt_id] for u in kept],
+                      list(model.vocab.tokens), model.vocab.blank_id, dump_key(model, data_dir))
+
+
+def greedy_texts(post: Posteriors) -> list[str]:
+    from .decode import greedy_decode
+    from .text import Vocabulary
+
+    vocab = Vocabulary(post.labels)
+    return [greedy_decode(torch.from_numpy(lp)[None], torch.tensor([len(lp)]), vocab)[0].text
+            for lp in post.log_probs]
+
+
+def beam_texts(decoder, post: Posteriors, batch: int = 32) -> list[str]:
+    """Best beam of each utterance as text (single spaces, no edge spaces)."""
+    texts = []
+    for s in range(0, len(post.log_probs), batch):
+        chunk = post.log_probs[s:s + batch]
+        lens = torch.tensor([len(x) for x in chunk])
+        lp = torch.zeros(len(chunk), int(lens.max()), len(post.labels))  # padding: past seq_lens, unread
+        for i, x in enumerate(chunk):
+            lp[i, :len(x)] = torch.from_numpy(x)
+        results, _, _, out_lens = decoder.decode(lp, lens)
+        for i in range(len(chunk)):
+            ids = results[i, 0, :int(out_lens[i, 0])].tolist()
+            texts.append(" ".join("".join(post.labels[t] for t in ids if t != post.blank_id).split()))
+    return texts
+
+
+def _row(stats: ErrorStats, cer: ErrorStats, seconds: float, n: int, **params) -> dict:
+    return {**params, "wer": round(stats.rate, 2), "errors": stats.errors, "words": stats.total,
+            "cer": round(cer.rate, 2), "utt_per_s": round(n / max(seconds, 1e-9), 1)}
+
+
+def grid_search(post: Posteriors, lm: str | os.PathLike | None, alphas: Sequence[float] = (0.5,),
+                betas: Sequence[float] = (1.0,), beams: Sequence[int] = (16,), *,
+                lexicon: str | os.PathLike | None = None, progress: bool = True) -> list[dict]:
+    """WER of every (beam width, alpha, beta) on the posteriors, best first.
+
+    One decoder per beam width (loading the LM and building the lexicon trie is the slow part);
+    alpha and beta change through reset_params. Ties go to the smaller beam, then smaller weights.
+    """
+    from .beam_search import CTCBeamDecoder
+
+    if lm is None:  # alpha and beta mean nothing without an LM: only the beam width is tuned
+        alphas, betas = [0.0], [0.0]
+    points = list(product(beams, alphas, betas))
+    bar = tqdm(total=len(points), desc="tune", unit="point", file=sys.stderr, disable=None if progress else True,
+               leave=False)
+    rows = []
+    for beam in beams:
+        decoder = CTCBeamDecoder(post.labels, None if lm is None else str(lm), alphas[0], betas[0],
+                                 beam_width=beam, blank_id=post.blank_id, log_probs_input=True, lexicon=lexicon)
+        for alpha, beta in product(alphas, betas):
+            decoder.reset_params(alpha, beta)
+            t0 = time.perf_counter()
+            hyps = beam_texts(decoder, post)
+            rows.append(_row(corpus_wer(post.refs, hyps), corpus_cer(post.refs, hyps), time.perf_counter() - t0,
+                             len(hyps), alpha=alpha, beta=beta, beam_width=beam))
+            bar.update(1)
+    bar.close()
+    return sorted(rows, key=lambda r: (r["wer"], r["cer"], r["beam_width"], r["alpha"], r["beta"]))
+
+
+COLUMNS = ("alpha", "beta", "beam_width", "wer", "errors", "words", "cer", "utt_per_s")
+
+
+def write_results(rows: list[dict], out_dir: str | os.PathLike, greedy: dict | None = None) -> None:
+    out = Path(out_dir)
+    with open(out / "results.tsv", "w", encoding="utf-8") as f:
+        f.write("\t".join(COLUMNS) + "\n")
+        f.writelines("\t".join(str(r[c]) for c in COLUMNS) + "\n" for r in rows)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    if greedy is not None:
+        lines.append("| greedy | | | " + " | ".join(str(greedy[c]) for c in COLUMNS[3:]) + " |")
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLike | None,
+                  out_path: str | os.PathLike) -> Path:
+    """A copy of the package whose cfg.decode holds the tuned values; LM path relative to it."""
+    from .pretrained import load_model, save_package
+
+    model = load_model(model_path)
+    d = model.cfg.decode
+    d.decoder, d.beam_width, d.alpha, d.beta = "beam", int(best["beam_width"]), float(best["alpha"]), float(best["beta"])
+    d.lm = None if lm is None else os.path.relpath(os.path.abspath(lm), os.path.abspath(Path(out_path).parent))
+    info = dict(getattr(model, "info", {}) or {})
+    info["tuned"] = {k: best[k] for k in ("alpha", "beta", "beam_width", "wer", "data", "lm", "greedy_wer")}
+    return save_package(model, out_path, info)
+
+
+def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.PathLike | None,
+         out_dir: str | os.PathLike, alphas: Sequence[float], betas: Sequence[float], beams: Sequence[int], *,
+         lexicon: str | os.PathLike | None = None, batch_size: int = 16, device: str = "cpu") -> dict:
+    """The whole `asr tune`: dump (or reuse) dev log-probs, grid search, write results and package."""
+    from .pretrained import load_model, resolve
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if lm is not None and not os.path.isfile(lm):
+        raise FileNotFoundError(f"--lm {lm}: no such file")
+    package = resolve(model)
+    acoustic = load_model(package, device)
+    dump = out / DUMP_FILE
+    key = dump_key(acoustic, data_dir)
+    post = Posteriors.load(dump) if dump.exists() else None
+    if post is None or post.key != key:
+        post = compute_posteriors(acoustic, data_dir, batch_size)
+        post.save(dump)
+    t0 = time.perf_counter()
+    greedy = greedy_texts(post)
+    base = _row(corpus_wer(post.refs, greedy), corpus_cer(post.refs, greedy), time.perf_counter() - t0, len(greedy))
+    rows = grid_search(post, lm, alphas, betas, beams, lexicon=lexicon)
+    write_results(rows, out, base)
+    best = {**rows[0], "greedy_wer": base["wer"], "data": str(data_dir), "lm": None if lm is None else str(lm),
+            "model": str(package), "utterances": len(post.utt_ids)}
+    (out / "best.json").write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+    tuned_package(package, best, lm, out / "model.safetensors")
+    return best
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    values = _floats(text)
+    if not values or any(v != int(v) or v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated beam widths >= 1, got {text!r}")
+    return [int(v) for v in values]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model name, package file, exp dir or URL")
+    p.add_argument("--data", required=True, help="dev data dir (with references)")
+    p.add_argument("--lm", default=None, help="KenLM ARPA file (or binary with --lexicon); none: tune the beam alone")
+    p.add_argument("--lexicon", default=None, help="lexicon file (see asr.lm), needed for a binary word LM")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--alphas", type=_floats, default=[0.0, 0.5, 1.0, 1.5], help="LM weights, e.g. 0,0.5,1")
+    p.add_argument("--betas", type=_floats, default=[0.0, 1.0, 2.0], help="word bonuses, e.g. 0,1,2")
+    p.add_argument("--beams", type=_ints, default=[8, 32], help="beam widths, e.g. 8,32")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+
+
+def run(a: argparse.Namespace) -> int:
+    best = tune(a.model, a.data, a.lm, a.out_dir, a.alphas, a.betas, a.beams, lexicon=a.lexicon,
+                batch_size=a.batch_size, device=a.device)
+    print(Path(a.out_dir, "results.md").read_text(encoding="utf-8"), end="")
+    print(f"best: alpha={best['alpha']} beta={best['beta']} beam_width={best['beam_width']} "
+          f"WER {best['wer']:.2f} (greedy {best['greedy_wer']:.2f}) -> {Path(a.out_dir, 'model.safetensors')}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m asr.tune", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    a = p.parse_args(argv)
+    try:
+        return run(a)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"asr tune: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

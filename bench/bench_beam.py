@@ -1,0 +1,194 @@
+"""Beam search speed and accuracy: our CTCBeamDecoder (flashlight-text) against pyctcdecode, on the
+same log-probabilities, the same KenLM model, the same alpha/beta and beam width, one process each.
+
+    python bench/bench_beam.py --model recipes/espeak/exp/train --data recipes/espeak/data/test \
+        --lm recipes/espeak/exp/lm/3gram.arpa [--alpha A --beta B | --tuned recipes/espeak/exp/train/tune/best.json]
+        [--beam-width 32] [--synthetic]
+
+--synthetic replaces the model's posteriors by ones made from the references (peaked, with
+confusions between letters), for a run without a trained model.
+
+pyctcdecode pins numpy<2, which this project's environment does not satisfy, so it runs in a venv
+of its own (created on first use at --bench-venv, `pip install pyctcdecode kenlm`) and gets the
+log-probabilities through an .npz file. Both decoders load the LM before the clock starts.
+Also counted: without an LM, on how many utterances our best beam is at least as probable as
+the best of a plain prefix beam search (asr.beam_search.prefix_beam_search) at the same width.
+Prints a markdown table for BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from asr.beam_search import CTCBeamDecoder, prefix_beam_search  # noqa: E402
+from asr.metrics import corpus_cer, corpus_wer  # noqa: E402
+from asr.tune import Posteriors, beam_texts, compute_posteriors, greedy_texts  # noqa: E402
+
+PYCTCDECODE = "pyctcdecode==0.5.0"
+
+# Runs inside the pyctcdecode venv: argv = npz, lm ("" for none), alpha, beta, beam width, out json.
+_WORKER = r"""
+import json, sys, time
+import numpy as np
+from pyctcdecode import build_ctcdecoder
+npz, lm, alpha, beta, beam, out = sys.argv[1:]
+z = np.load(npz, allow_pickle=False)
+labels = ["" if i == int(z["blank_id"]) else l for i, l in enumerate(z["labels"].tolist())]
+log_probs = np.split(z["log_probs"], np.cumsum(z["lengths"])[:-1])
+decoder = build_ctcdecoder(labels, kenlm_model_path=lm or None, alpha=float(alpha), beta=float(beta))
+decoder.decode(log_probs[0], beam_width=int(beam))  # warm-up: lazy set-up is not decoding
+t0 = time.perf_counter()
+hyps = [decoder.decode(lp, beam_width=int(beam)) for lp in log_probs]
+json.dump({"seconds": time.perf_counter() - t0, "hyps": hyps}, open(out, "w"))
+"""
+
+
+def ensure_venv(path: Path) -> Path:
+    python = path / "bin" / "python"
+    if python.exists() and subprocess.run([python, "-c", "import pyctcdecode, kenlm"],
+                                          capture_output=True).returncode == 0:
+        return python
+    print(f"creating {path} with {PYCTCDECODE} (it needs numpy<2, so not in the project's env)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", PYCTCDECODE, "kenlm"], check=True)
+    return python
+
+
+def synthetic_posteriors(refs: list[str], labels: list[str], seed: int = 0, frames_per_label: int = 3,
+                         confusion: float = 0.35) -> Posteriors:
+    """Posteriors a CTC model might give: each label peaks for a frame or two among blanks, and
+    with probability `confusion` part of its mass goes to another letter."""
+    rng = np.random.default_rng(seed)
+    index = {lab: i for i, lab in enumerate(labels)}
+    letters = [i for i, lab in enumerate(labels) if i != 0 and lab != " "]
+    out = []
+    for ref in refs:
+        rows = []
+        for ch in ref:
+            for f in range(rng.integers(1, frames_per_label + 1)):
+                p = rng.dirichlet(np.full(len(labels), 0.1)) * 0.1
+                target = index[ch] if f == 0 else 0
+                p[target] += 0.9
+                if f == 0 and rng.random() < confusion:
+                    other = rng.choice(letters)
+                    moved = p[target] * rng.uniform(0.3, 0.6)
+                    p[target] -= moved
+                    p[other] += moved
+                rows.append(p / p.sum())
+            blank = rng.dirichlet(np.full(len(labels), 0.1)) * 0.1
+            blank[0] += 0.9
+            rows.append(blank / blank.sum())
+        out.append(np.log(np.maximum(np.array(rows, dtype=np.float32), 1e-12)))
+    return Posteriors([f"s{i}" for i in range(len(refs))], refs, out, labels)
+
+
+def ours(post: Posteriors, lm: str | None, alpha: float, beta: float, beam: int) -> tuple[float, list[str]]:
+    decoder = CTCBeamDecoder(post.labels, lm, alpha, beta, beam_width=beam, blank_id=post.blank_id,
+                             log_probs_input=True)
+    beam_texts(decoder, Posteriors(post.utt_ids[:1], post.refs[:1], post.log_probs[:1], post.labels))  # warm-up
+    t0 = time.perf_counter()
+    hyps = beam_texts(decoder, post, batch=1)  # one utterance a call, as pyctcdecode's decode()
+    return time.perf_counter() - t0, hyps
+
+
+def pyctc(python: Path, post: Posteriors, lm: str | None, alpha: float, beta: float, beam: int,
+          tmp: Path) -> tuple[float, list[str]]:
+    npz, out = tmp / "post.npz", tmp / "pyctc.json"
+    post.save(npz)
+    proc = subprocess.run([python, "-c", _WORKER, npz, lm or "", str(alpha), str(beta), str(beam), out],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pyctcdecode worker failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(out.read_text())
+    return res["seconds"], [" ".join(h.split()) for h in res["hyps"]]
+
+
+def prefix_check(post: Posteriors, beam: int) -> tuple[int, int, int]:
+    """(utterances, ours >= prefix search, ours > prefix search) for the best beam's ln P, no LM."""
+    decoder = CTCBeamDecoder(post.labels, beam_width=beam, blank_id=post.blank_id, log_probs_input=True)
+    at_least, better = 0, 0
+    for lp in post.log_probs:
+        _, scores, _, _ = decoder.decode(torch.from_numpy(lp)[None])
+        mine, plain = -float(scores[0, 0]), prefix_beam_search(lp, beam, post.blank_id)[0][1]
+        at_least += mine >= plain - 1e-4 * max(1.0, abs(plain))  # float32 scores
+        better += mine > plain + 1e-4 * max(1.0, abs(plain))
+    return len(post.log_probs), at_least, better
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="model package or exp dir (posteriors of --data)")
+    ap.add_argument("--data", help="data dir with references")
+    ap.add_argument("--synthetic", action="store_true", help="posteriors made from the references instead")
+    ap.add_argument("--lm", required=True, help="word-level KenLM ARPA file")
+    ap.add_argument("--tuned", help="best.json from asr tune: alpha and beta from there")
+    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--beta", type=float, default=1.0)
+    ap.add_argument("--beam-width", type=int, default=32)
+    ap.add_argument("--bench-venv", type=Path, default=Path(tempfile.gettempdir()) / "bench-venv")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if a.tuned:
+        best = json.loads(Path(a.tuned).read_text())
+        a.alpha, a.beta = best["alpha"], best["beta"]
+    if not a.data or not a.model:
+        ap.error("--model and --data are needed (with --synthetic, the model gives only the labels)")
+    from asr.pretrained import load_model
+
+    model = load_model(a.model)
+    if a.synthetic:
+        from asr.datadir import read_data_dir
+
+        post = synthetic_posteriors([u.text for u in read_data_dir(a.data)], list(model.vocab.tokens))
+        source = f"synthetic posteriors from {a.data} references"
+    else:
+        post = compute_posteriors(model, a.data)
+        source = f"{a.model} on {a.data}"
+    python = ensure_venv(a.bench_venv)
+    n, frames = len(post.log_probs), sum(len(x) for x in post.log_probs)
+
+    rows = []
+    greedy = greedy_texts(post)
+    rows.append(("greedy", "-", "-", None, greedy))
+    with tempfile.TemporaryDirectory() as tmp:
+        for lm in (None, a.lm):
+            for name, run in (("asr CTCBeamDecoder", lambda lm: ours(post, lm, a.alpha, a.beta, a.beam_width)),
+                              ("pyctcdecode 0.5.0", lambda lm: pyctc(python, post, lm, a.alpha, a.beta,
+                                                                     a.beam_width, Path(tmp)))):
+                seconds, hyps = run(lm)
+                rows.append((name, "none" if lm is None else Path(lm).name, a.beam_width, seconds, hyps))
+    checked, at_least, better = prefix_check(post, a.beam_width)
+
+    print(f"### Beam search: asr vs pyctcdecode ({date.today()}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, 1 thread each)\n")
+    print(f"{n} utterances ({frames} frames, {len(post.labels)} labels) from {source}; "
+          f"alpha={a.alpha}, beta={a.beta} for both (ln-LM weight and per-word bonus in both).\n")
+    print("| decoder | LM | beam | utt/s | speed vs pyctcdecode | WER % | CER % |")
+    print("|---|---|---|---|---|---|---|")
+    seconds_of = {(name, lm): seconds for name, lm, _, seconds, _ in rows}
+    for name, lm, beam, seconds, hyps in rows:
+        theirs = seconds_of.get(("pyctcdecode 0.5.0", lm))
+        ratio = f"{theirs / seconds:.2f}x" if name.startswith("asr") and theirs else ""
+        print(f"| {name} | {lm} | {beam} | {'' if seconds is None else f'{n / seconds:.1f}'} | {ratio} | "
+              f"{corpus_wer(post.refs, hyps).rate:.2f} | {corpus_cer(post.refs, hyps).rate:.2f} |")
+    print(f"\nWithout LM, best beam ln P >= plain prefix beam search's (beam {a.beam_width}): "
+          f"{at_least}/{checked} utterances ({better} strictly higher).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
