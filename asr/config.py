@@ -182,11 +182,39 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
                 raise ConfigError(f"{path}: config file not found") from None
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if path is not None:
+        data = _with_base(data, Path(path))
     data = apply_overrides(json.loads(json.dumps(data)), list(overrides))
     try:
         return from_dict(ExperimentConfig, data)
     except ConfigError as e:
         raise ConfigError(f"{path or 'config'}: {e}") from None
+
+
+def _with_base(data: dict, path: Path, depth: int = 0) -> dict:
+    """`base: other.yaml` (relative to this file): start from that config and change what is here,
+    so a variant experiment states only how it differs."""
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if depth > 8:
+        raise ConfigError(f"{path}: 'base' chain too deep (a cycle?)")
+    base_path = path.parent / base
+    try:
+        parent = yaml.safe_load(base_path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: base config {base_path} not found") from None
+    merged = _with_base(parent, base_path, depth + 1)
+    _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v
 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:

@@ -355,7 +355,10 @@ class ShardLoader:
     `urls_or_pattern`: an index (path or URL of shards.json), a directory holding one, a brace
     pattern of shard URLs, or a list of them (`pipe:curl -s https://...`, `pipe:aws s3 cp ... -`
     work like local paths). `keep`: utterance ids to train on (the trainer's filtered list); the
-    others are never decoded. See the module docstring for the plan and the cost of a resume.
+    others are never decoded. `shuffle_buffer`: utterances a worker pools to cut batches from; it
+    holds them undecoded (about 0.5 MB per 16 kHz flac utterance of LibriSpeech), and the larger it
+    is, the closer in length a batch's utterances and the better mixed. See the module docstring
+    for the plan and the cost of a resume.
     """
 
     def __init__(self, urls_or_pattern: str | list[str], sample_rate: int, augment: AugmentConfig | None = None,
@@ -598,8 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asr.shards", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("write", help="data dir(s) -> tar shards + shards.json")
-    p.add_argument("paths", nargs="+", metavar="DATA_DIR ... OUT_DIR")
-    p.add_argument("--max-shard-mb", type=float, default=300.0)
+    p.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="Kaldi data dir(s) or manifest dir(s)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="shards and shards.json go here")
+    p.add_argument("--max-shard-mb", type=float, default=300.0, help="shard size (default 300)")
     p.add_argument("--store", choices=["audio", "flac"], default="audio",
                    help="audio: wav/flac bytes as they are; flac: re-encode wavs too (about half the size)")
     p.add_argument("--seed", type=int, default=0, help="utterance order shuffle before writing")
@@ -619,11 +623,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.index}: {'%d problem(s)' % len(problems) if problems else 'all shards match the index'}")
         return 1 if problems else 0
 
-    if len(args.paths) < 2:
-        parser.error("write needs at least one DATA_DIR and the OUT_DIR")
-    *data_dirs, out_dir = args.paths
+    out_dir = args.out_dir
     try:
-        utts = [u for d in data_dirs for u in read_data_dir(d)]
+        utts = [u for d in args.data_dirs for u in read_data_dir(d)]
         index = write_shards(utts, out_dir, int(args.max_shard_mb * 1e6), args.store, args.seed)
     except (DataDirError, ShardError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

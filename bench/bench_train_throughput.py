@@ -10,7 +10,7 @@ In one run, on the same data and model:
 Padding efficiency is real samples / padded samples of the batches delivered (after speed
 perturbation), i.e. the share of the frontend and padded-RNN work spent on real audio.
 
-    python bench/bench_train_throughput.py [--device cpu|cuda] [--steps 30] [--loader-seconds 15]
+    python bench/bench_train_throughput.py [--device cpu|cuda] [--steps 15] [--naive-steps 6] [--loader-seconds 8]
 Prints a markdown table; numbers go to BENCHMARKS.md with date and machine.
 """
 from __future__ import annotations
@@ -61,8 +61,10 @@ def toolkit_loop(cfg, utts, tmp: Path, steps: int, device: str) -> dict:
     skipped = {line.split("\t")[0] for line in (exp / "skipped_utts.txt").read_text().splitlines()}
     kept = [u for u in utts if u.utt_id not in skipped]
     order = BucketBatchSampler([u.duration for u in kept], tc.batch_seconds, tc.max_batch_size, seed=tc.seed)
-    batches = order.epoch_batches()
-    assert steps <= len(batches), "measure within the first epoch"
+    batches = []
+    while len(batches) < steps:
+        order.load_state_dict({"epoch": len(batches) // len(order), "position": 0})
+        batches += order.epoch_batches()
     n_utts = audio = seconds = 0.0
     for r in rows[1:]:  # the first interval pays for start-up
         step = int(r["step"])
@@ -85,7 +87,7 @@ def naive_loop(cfg, utts, batch_size: int, steps: int, device: str) -> dict:
                                          num_workers=cfg.train.num_workers, drop_last=True,
                                          generator=torch.Generator().manual_seed(0),
                                          prefetch_factor=4 if cfg.train.num_workers else None)
-    warmup, done, n_utts, audio, real, padded = 3, 0, 0, 0.0, 0, 0
+    warmup, done, n_utts, audio, real, padded = 2, 0, 0, 0.0, 0, 0
     t0 = None
     while done < steps + warmup:
         for batch in loader:
@@ -130,8 +132,9 @@ def drain(batches, sr: int, seconds: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--steps", type=int, default=30, help="measured optimizer steps per loop")
-    ap.add_argument("--loader-seconds", type=float, default=15.0)
+    ap.add_argument("--steps", type=int, default=15, help="measured steps of the toolkit loop (+5 warm-up)")
+    ap.add_argument("--naive-steps", type=int, default=6, help="measured steps of the naive loop (+2 warm-up)")
+    ap.add_argument("--loader-seconds", type=float, default=8.0)
     ap.add_argument("--num-conn-train", type=int, default=300)
     args = ap.parse_args()
 
@@ -158,7 +161,7 @@ def main() -> None:
         load_shards = drain(shards, sr, args.loader_seconds)
 
         ours = toolkit_loop(cfg, utts, tmp, args.steps + 5, args.device)
-        naive = naive_loop(cfg, utts, mean_batch, args.steps, args.device)
+        naive = naive_loop(cfg, utts, mean_batch, args.naive_steps, args.device)
 
     machine = (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
                f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, device {args.device}")

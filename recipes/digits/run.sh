@@ -48,7 +48,7 @@ fi
 
 if stage 4 package; then
   python -m asr package --model "$exp" -o "$exp/digits.safetensors" \
-    --info data="FSDD 5 speakers, takes 5-49 + connected strings" --info recipe=recipes/digits \
+    --info data="FSDD 5 speakers, takes 10-49 + connected strings" --info recipe=recipes/digits \
     --info "result=test $(head -1 "$exp/decode_test/wer" | cut -d' ' -f1-2), test_conn $(head -1 "$exp/decode_test_conn/wer" | cut -d' ' -f1-2)"
   done_stage 4 package
 fi
@@ -70,7 +70,7 @@ fi
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ] && [ "$stop_stage" -lt 10 ]; then
   echo "== stage 6 (ship): $exp/digits.safetensors -> asr/pretrained/digits.safetensors"
   python -m asr.pretrained ship "$exp/digits.safetensors" digits \
-    --data "FSDD, 5 speakers, takes 5-49 + spliced strings" \
+    --data "FSDD, 5 speakers, takes 10-49 + spliced strings" \
     --result "$(head -1 "$exp/decode_test/wer" | cut -d' ' -f2) % WER test, $(head -1 "$exp/decode_test_conn/wer" | cut -d' ' -f2) % test_conn"
 fi
 

@@ -40,8 +40,11 @@ fi
 
 if stage 1 shards; then
   # ~300 MB tar shards of the training audio, read sequentially (or from object storage) in training.
-  python -m asr.shards write $(for s in $train_sets; do echo data/${s//-/_}; done) data/shards/$shard_name \
-    --max-shard-mb "$max_shard_mb"
+  # Shared by every experiment on these sets: an index from an earlier run means they are complete.
+  if [ "$force" = true ] || [ ! -f data/shards/$shard_name/shards.json ]; then
+    python -m asr.shards write $(for s in $train_sets; do echo data/${s//-/_}; done) data/shards/$shard_name \
+      --max-shard-mb "$max_shard_mb"
+  fi
   python -m asr.shards verify data/shards/$shard_name
   done_stage 1 shards
 fi
