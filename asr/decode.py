@@ -77,6 +77,14 @@ def word_timings(path: list[int], log_probs: torch.Tensor, vocab: Vocabulary, fr
         if vocab.tokens[i] == SPACE:
             flush()
         elif i != prev:
+            if vocab.unit == "word":
+                # A new whole-word token starts a word, unless it repeats the current word with
+                # no space between (see Vocabulary.word_starts): then it extends that word.
+                if chars and chars[-1] == i:
+                    span.append(t)
+                    prev = i
+                    continue
+                flush()
             chars.append(i)
             span.append(t)
         else:
@@ -108,6 +116,11 @@ def words_from_labels(tokens: list[int], frames: list[int], probs: torch.Tensor,
         if vocab.tokens[i] == SPACE:
             flush(t)
         else:
+            if vocab.unit == "word":
+                if chars and chars[-1] == i:
+                    last_end = bounds[k]
+                    continue
+                flush(t)
             chars.append(i)
             starts.append(t)
             last_end = bounds[k]

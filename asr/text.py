@@ -16,9 +16,16 @@ class Vocabulary:
 
     Tokens are characters by default; a token list may also hold multi-character units (the
     encoder then matches the longest token first), so a new language needs no code change.
+    With unit="word" every token is a whole word, and the space between words stays a token: a
+    repeated word ("yes yes") then has a label between its copies to align to, which CTC learns
+    more easily than a blank there. Decoding joins words with single spaces whether or not the
+    model emitted the space.
     """
 
-    def __init__(self, tokens: list[str]):
+    def __init__(self, tokens: list[str], unit: str = "char"):
+        if unit not in ("char", "word"):
+            raise VocabularyError(f"model.unit: {unit!r} is not one of ['char', 'word']")
+        self.unit = unit
         if not tokens or tokens[0] != BLANK:
             tokens = [BLANK] + [t for t in tokens if t != BLANK]
         if len(set(tokens)) != len(tokens):
@@ -31,13 +38,11 @@ class Vocabulary:
     def from_texts(cls, texts, unit: str = "char") -> "Vocabulary":
         """unit "char": every character is a token; "word": every word is one, plus the space
         between words (a closed-vocabulary task such as yes/no needs nothing finer)."""
-        if unit not in ("char", "word"):
-            raise VocabularyError(f"model.unit: {unit!r} is not one of ['char', 'word']")
         units = set()
         for text in texts:
             text = normalize(text)
             units.update(text if unit == "char" else text.split() + ([SPACE] if SPACE in text else []))
-        return cls([BLANK] + sorted(units))
+        return cls([BLANK] + sorted(units), unit)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -52,6 +57,17 @@ class Vocabulary:
 
     def encode(self, text: str, utt_id: str = "") -> list[int]:
         text = normalize(text)
+        where = f"utterance {utt_id}: " if utt_id else ""
+        if self.unit == "word":
+            unknown = [w for w in text.split() if w not in self.index]
+            if unknown:
+                raise VocabularyError(f"{where}word(s) {unknown[:5]} not in the model's vocabulary")
+            ids = []
+            for w in text.split():
+                if ids and self.space_id is not None:
+                    ids.append(self.space_id)
+                ids.append(self.index[w])
+            return ids
         ids, i = [], 0
         while i < len(text):
             for n in range(min(self._max_len, len(text) - i), 0, -1):
@@ -61,20 +77,34 @@ class Vocabulary:
                     i += n
                     break
             else:
-                where = f"utterance {utt_id}: " if utt_id else ""
                 raise VocabularyError(f"{where}character {text[i]!r} (U+{ord(text[i]):04X}) is not in the "
                                       f"model's vocabulary {''.join(self.tokens[1:])!r}")
         return ids
 
     def decode(self, ids) -> str:
+        if self.unit == "word":
+            return " ".join(self.tokens[i] for i in self.word_starts(ids))
         return "".join(self.tokens[i] for i in ids if i != 0)
 
-    def oov(self, text: str) -> set[str]:
-        try:
-            self.encode(text)
-            return set()
-        except VocabularyError:
-            return {c for c in normalize(text) if c not in self.index}
+    def word_starts(self, ids) -> list[int]:
+        """Word-unit tokens that begin a new word. Trained with a space between any two words, a
+        model that emits the same word twice with no space between has stretched one long word
+        over a blank: that is one word, not two."""
+        out, boundary, prev = [], True, None
+        for i in ids:
+            if i == 0:
+                continue
+            if self.tokens[i] == SPACE:
+                boundary = True
+                continue
+            if boundary or i != prev:
+                out.append(i)
+            boundary, prev = False, i
+        return out
+
+    def ends_word(self, token_id: int) -> bool:
+        """Whether a word boundary follows this token (the space itself, or any whole-word token)."""
+        return self.unit == "word" or self.tokens[token_id] == SPACE
 
 
 def normalize(text: str) -> str:

@@ -297,6 +297,9 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
     loss_sum, loss_n = 0.0, 0  # over the micro-batches of one optimizer step
     while not stop and epoch < tc.max_epochs:
         sampler.load_state_dict({"epoch": epoch, "position": position})
+        # With grad_accum > 1 an epoch can end between optimizer steps: its leftover micro-batch
+        # gradient is dropped rather than leaked into the next epoch's first step.
+        optimizer.zero_grad(set_to_none=True)
         bar = tqdm(total=len(sampler), initial=position, desc=f"epoch {epoch + 1}", disable=None if rank == 0 else True,
                    dynamic_ncols=True, file=sys.stderr, leave=False)
         for batch in loader:

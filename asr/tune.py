@@ -237,6 +237,9 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
     best = {**rows[0], "greedy_wer": base["wer"], "data": str(data_dir), "lm": None if lm is None else str(lm),
             "model": str(package), "utterances": len(post.utt_ids)}
     (out / "best.json").write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+    if lexicon is not None:
+        print("asr tune: warning: cfg.decode has no lexicon field, so the tuned package decodes with the "
+              "LM's own words (an ARPA LM); a binary LM needs its lexicon passed again", file=sys.stderr)
     tuned_package(package, best, lm, out / "model.safetensors")
     return best
 

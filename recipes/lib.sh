@@ -8,7 +8,7 @@ force=${force:-false}
 # --foo-bar value  sets  foo_bar=value  for any variable the recipe declared before sourcing this.
 while [ $# -gt 0 ]; do
   case "$1" in
-    --help|-h) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,/^set /p' "$(basename "${BASH_SOURCE[1]:-$0}")" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     --*=*) name=${1%%=*}; name=${name#--}; value=${1#*=}; shift ;;
     --*) name=${1#--}; value=${2:?option $1 needs a value}; shift 2 ;;
     *) echo "$0: unexpected argument '$1' (options are --name value)" >&2; exit 2 ;;
@@ -32,4 +32,4 @@ stage() {
 
 done_stage() { mkdir -p "${exp:-exp}/.done" && touch "${exp:-exp}/.done/$1.$2"; }
 
-machine() { echo "$(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(python -c 'import torch;print("CUDA "+torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'), torch $(python -c 'import torch;print(torch.__version__)')"; }
+machine() { echo "$(nproc --all) CPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(python -c 'import torch;print("CUDA "+torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'), torch $(python -c 'import torch;print(torch.__version__)')"; }

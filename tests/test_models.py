@@ -69,8 +69,26 @@ def test_vocabulary_unicode_multichar_and_oov():
     with pytest.raises(VocabularyError, match="utt7.*'x'"):
         v.encode("xyz", "utt7")
     words = Vocabulary.from_texts(["yes no", "no"], unit="word")
-    assert words.encode("yes no no") == [words.index["yes"], words.space_id, words.index["no"],
-                                         words.space_id, words.index["no"]]
+    assert words.tokens == ["<blank>", " ", "no", "yes"]
+    ids = words.encode("yes no no")
+    assert ids == [3, 1, 2, 1, 2] and words.decode(ids) == "yes no no"
+    assert words.decode([3, 2]) == "yes no"  # different words split without a space
+    assert words.decode([3, 3, 1, 3]) == "yes yes"  # a word stretched over a blank is one word
+    with pytest.raises(VocabularyError, match="utt3.*maybe"):
+        words.encode("yes maybe", "utt3")
+
+
+def test_word_unit_timings_split_every_word():
+    from asr.decode import greedy_decode
+
+    v = Vocabulary.from_texts(["yes no"], unit="word")
+    path = [0, 3, 3, 0, 3, 1, 3, 0, 2, 2]  # yes (stretched over a blank) <space> yes no
+    lp = torch.full((1, len(path), 4), -10.0)
+    for t, i in enumerate(path):
+        lp[0, t, i] = 0.0
+    h = greedy_decode(lp, torch.tensor([len(path)]), v, frame_shift=0.1)[0]
+    assert h.text == "yes yes no"
+    assert [(w.word, w.start, w.end) for w in h.words] == [("yes", 0.1, 0.5), ("yes", 0.6, 0.7), ("no", 0.8, 1.0)]
 
 
 def test_ctc_min_frames_counts_repeats():

@@ -97,11 +97,11 @@ class CTCModel(nn.Module):
 
     # -- what a package needs to rebuild this model
     def package_meta(self) -> dict:
-        return {"vocab": self.vocab.tokens}
+        return {"vocab": self.vocab.tokens, "unit": self.vocab.unit}
 
     @classmethod
     def from_package_meta(cls, cfg: ExperimentConfig, meta: dict) -> "CTCModel":
-        return cls(cfg, Vocabulary(meta["vocab"]))
+        return cls(cfg, Vocabulary(meta["vocab"], meta.get("unit", "char")))
 
     @classmethod
     def from_training_data(cls, cfg: ExperimentConfig, utterances) -> "CTCModel":
