@@ -49,10 +49,12 @@ if stage 5 results; then
     echo "# yesno results"
     echo
     echo "Measured $(date +%F) on $(machine)."
-    echo "Config: \`$config\`; training time: $(python - "$exp" <<'PY'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1] + "/train_log.csv")))
-print(f"{len([r for r in rows if r['split']=='train'])} log rows, final step {rows[-1]['step']}" if rows else "n/a")
+    echo "Config: \`$config\`; $(python - "$exp" <<'PY'
+import sys
+from datetime import datetime
+lines = open(sys.argv[1] + "/train.log").read().splitlines()
+t = [datetime.strptime(l[:8], "%H:%M:%S") for l in (lines[0], lines[-1])]
+print(f"training took {(t[1] - t[0]).seconds} s wall clock ({lines[-1].split('finished at ')[-1].split(';')[0]})")
 PY
 )."
     echo
