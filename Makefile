@@ -25,7 +25,6 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests
 
 bench: install
-	$(PY) -m pip install -q -e '.[bench]' || true
 	$(PY) bench/run_all.py
 
 clean:

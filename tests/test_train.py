@@ -78,13 +78,12 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path):
     data = make_data(tmp_path)
     conf = write_config(tmp_path, data, max_steps=4)
     assert run_train(conf, tmp_path / "exp").returncode == 0
-    newest = list_checkpoints(tmp_path / "exp" / "checkpoints")[0]
+    newest, older = list_checkpoints(tmp_path / "exp" / "checkpoints")[:2]
     raw = bytearray(newest.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     newest.write_bytes(bytes(raw))
     res = run_train(conf, tmp_path / "exp", "--resume", "train.max_steps=6")
     assert res.returncode == 0, res.stderr[-2000:]
-    older = list_checkpoints(tmp_path / "exp" / "checkpoints")[1]
     assert "checksum mismatch" in res.stderr
     assert f"resumed from step {int(older.stem.split('_')[1])}" in res.stderr
 

@@ -85,7 +85,7 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
   for spk in $speakers; do
     d=data/loso_$spk e=exp/loso_$spk
     [ -f "$e/decode_test/wer" ] && [ "$force" != true ] && { echo "== loso $spk: done"; continue; }
-    python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} --holdout-speaker "$spk" "$d"
+    python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} --num-conn-train 1200 --holdout-speaker "$spk" "$d"
     python -m asr cmvn --config "$config" -o "$e/cmvn.json" "$d/train" "$d/train_conn"
     python -m asr train --config "$config" --exp-dir "$e" --resume features.cmvn="$e/cmvn.json" \
       train.train_data="[$d/train, $d/train_conn]" train.dev_data="[$d/dev, $d/dev_conn]" $train_args
