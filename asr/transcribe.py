@@ -110,8 +110,10 @@ class Transcriber:
             tokens, frames = results[b, 0, :n].tolist(), timesteps[b, 0, :n].tolist()
             h = Hypothesis(vocab.decode(tokens).strip(), tokens, frames, -float(scores[b, 0]))
             h.words = words_from_labels(tokens, frames, probs[b], vocab, shift, int(out_lens[b]))
+            # a lexicon search whose every beam dies mid-word scores them -inf or NaN, which JSON
+            # cannot hold: write null
             h.nbest = [{"text": vocab.decode(results[b, k, : int(lens[b, k])].tolist()).strip(),
-                        "score": round(-float(scores[b, k]), 4)}
+                        "score": round(-float(scores[b, k]), 4) if np.isfinite(float(scores[b, k])) else None}
                        for k in range(min(self.nbest, results.size(1))) if int(lens[b, k]) > 0]
             hyps.append(h)
         return hyps

@@ -58,12 +58,12 @@ class Posteriors:
     def load(cls, path: str | os.PathLike) -> "Posteriors":
         try:
             with np.load(path, allow_pickle=False) as z:
-                missing = [f for f in _DUMP_FIELDS if f not in z.files]
-                if missing:
-                    raise TuneError(f"{path}: not a log-probability dump (no field {missing[0]!r})")
-                d = {f: z[f] for f in _DUMP_FIELDS}
+                d = {f: z[f] for f in _DUMP_FIELDS if f in z.files}
         except (OSError, ValueError) as e:
             raise TuneError(f"{path}: cannot read the log-probability dump ({e})") from None
+        missing = [f for f in _DUMP_FIELDS if f not in d]
+        if missing:
+            raise TuneError(f"{path}: not a log-probability dump (no field {missing[0]!r})")
         lengths, flat = d["lengths"], d["log_probs"]
         if flat.ndim != 2 or flat.shape[0] != lengths.sum() or flat.shape[1] != len(d["labels"]) \
                 or not len(lengths) == len(d["utt_ids"]) == len(d["refs"]):
@@ -264,9 +264,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm", default=None, help="KenLM ARPA file (or binary with --lexicon); none: tune the beam alone")
     p.add_argument("--lexicon", default=None, help="lexicon file (see asr.lm), needed for a binary word LM")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--alphas", type=_floats, default=[0.0, 0.5, 1.0, 1.5], help="LM weights, e.g. 0,0.5,1")
-    p.add_argument("--betas", type=_floats, default=[0.0, 1.0, 2.0], help="word bonuses, e.g. 0,1,2")
-    p.add_argument("--beams", type=_ints, default=[8, 32], help="beam widths, e.g. 8,32")
+    p.add_argument("--alphas", type=_floats, default=[0.0, 0.5, 1.0, 1.5], help="LM weights (default 0,0.5,1,1.5)")
+    p.add_argument("--betas", type=_floats, default=[0.0, 1.0, 2.0], help="word bonuses (default 0,1,2)")
+    p.add_argument("--beams", type=_ints, default=[8, 32], help="beam widths (default 8,32)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
 
