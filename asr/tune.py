@@ -204,7 +204,8 @@ def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLi
 
     model = load_model(model_path)
     d = model.cfg.decode
-    d.decoder, d.beam_width, d.alpha, d.beta = "beam", int(best["beam_width"]), float(best["alpha"]), float(best["beta"])
+    d.decoder, d.beam_width = "beam", int(best["beam_width"])
+    d.alpha, d.beta = float(best["alpha"]), float(best["beta"])
     d.lm = None if lm is None else os.path.relpath(os.path.abspath(lm), os.path.abspath(Path(out_path).parent))
     info = dict(getattr(model, "info", {}) or {})
     info["tuned"] = {k: best[k] for k in ("alpha", "beta", "beam_width", "wer", "data", "lm", "greedy_wer")}

@@ -2,8 +2,8 @@
 same log-probabilities, the same KenLM model, the same alpha/beta and beam width, one process each.
 
     python bench/bench_beam.py --model recipes/espeak/exp/train --data recipes/espeak/data/test \
-        --lm recipes/espeak/exp/lm/3gram.arpa [--alpha A --beta B | --tuned recipes/espeak/exp/train/tune/best.json]
-        [--beam-width 32] [--synthetic]
+        --lm recipes/espeak/exp/lm/3gram.arpa [--alpha A --beta B | --tuned BEST_JSON] [--beam-width N]
+        [--synthetic]
 
 --synthetic replaces the model's posteriors by ones made from the references (peaked, with
 confusions between letters), for a run without a trained model.
@@ -135,18 +135,23 @@ def main(argv=None) -> int:
     ap.add_argument("--data", help="data dir with references")
     ap.add_argument("--synthetic", action="store_true", help="posteriors made from the references instead")
     ap.add_argument("--lm", required=True, help="word-level KenLM ARPA file")
-    ap.add_argument("--tuned", help="best.json from asr tune: alpha and beta from there")
+    ap.add_argument("--tuned", help="best.json from asr tune: alpha, beta and beam width from there "
+                    "(default: MODEL/tune/best.json when it exists)")
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--beta", type=float, default=1.0)
-    ap.add_argument("--beam-width", type=int, default=32)
+    ap.add_argument("--beam-width", type=int, default=None, help="default: the tuned one, else 32")
     ap.add_argument("--bench-venv", type=Path, default=Path(tempfile.gettempdir()) / "bench-venv")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if not a.data or not a.model:
+        ap.error("--model and --data are needed (with --synthetic, the model gives only the labels)")
+    if a.tuned is None and (Path(a.model) / "tune" / "best.json").exists():
+        a.tuned = Path(a.model) / "tune" / "best.json"
     if a.tuned:
         best = json.loads(Path(a.tuned).read_text())
         a.alpha, a.beta = best["alpha"], best["beta"]
-    if not a.data or not a.model:
-        ap.error("--model and --data are needed (with --synthetic, the model gives only the labels)")
+        a.beam_width = a.beam_width or best["beam_width"]
+    a.beam_width = a.beam_width or 32
     from asr.pretrained import load_model
 
     model = load_model(a.model)

@@ -185,9 +185,10 @@ def prepare(prep: Prep, args: argparse.Namespace) -> None:
     lm_file.parent.mkdir(parents=True, exist_ok=True)
     lm_file.write_text("".join(s + "\n" for s in split.lm_text), encoding="utf-8")
     log.info("LM text: %d clauses -> %s", len(split.lm_text), lm_file)
-    if len(split.sentences["train"]) < sizes["train"]:
-        raise PrepError(f"train: the text has {len(split.sentences['train'])} sentences, "
-                        f"{sizes['train']} asked (--num-train)")
+    for name, n in sizes.items():
+        if len(split.sentences[name]) < n:
+            raise PrepError(f"{name}: the text has {len(split.sentences[name])} distinct sentences for it, "
+                            f"{n} asked (--num-{name})")
 
     exe = None
     variants = split_variants()

@@ -74,8 +74,16 @@ if stage 6 results; then
     echo "Measured $(date +%F) on $(machine)."
     echo "Data: $(wc -l < data/train/text) train / $(wc -l < data/dev/text) dev / $(wc -l < data/test/text) test"\
          "sentences; dev and test voices (accent + variant) never heard in training."
-    echo "Config \`$config\`; LM: word ${lm_order}-gram (KenLM, --discount_fallback) on"\
-         "$(wc -l < data/local/lm_train.txt) clauses, none from the dev/test passages."
+    echo "Model: $(python - "$exp" <<'PY'
+import csv, sys, yaml
+c = yaml.safe_load(open(sys.argv[1] + "/config.yaml"))["model"]
+dev = [r for r in csv.DictReader(open(sys.argv[1] + "/train_log.csv")) if r["split"] == "dev"]
+print(f"{c['num_layers']}x{c['hidden_size']} Bi{c['cell'].upper()}, characters, subsample={c['subsample']}; "
+      f"{len(dev)} dev evaluations (one per epoch), {dev[-1]['step'] if dev else '?'} steps")
+PY
+) (config \`$config\`)."
+    echo "LM: word ${lm_order}-gram (KenLM, --discount_fallback) on $(wc -l < data/local/lm_train.txt)"\
+         "clauses, none from the dev/test passages."
     echo
     echo '```'
     for d in greedy beam beam_lm; do
