@@ -1,4 +1,4 @@
-"""`asr` command line: train | cmvn | decode | score | package | transcribe | models.
+"""`asr` command line: train | cmvn | decode | tune | score | package | transcribe | models | speaker.
 
 Every recipe stage is one of these commands, so a user can run any stage alone.
 `python -m asr ...` is the same CLI, which is what lets `torchrun -m asr train ...` run DDP.
@@ -95,6 +95,12 @@ def cmd_decode(a) -> int:
     (out / "rtf").write_text(f"{elapsed / max(audio_s, 1e-9):.4f}\n")
     print(f"{stats.kaldi_line()}  {a.data} -> {out}/wer  (RTF {elapsed / max(audio_s, 1e-9):.3f})")
     return 1 if errors else 0
+
+
+def cmd_tune(a) -> int:
+    from .tune import run
+
+    return run(a)
 
 
 def cmd_score(a) -> int:
@@ -199,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_decode)
+
+    from .tune import add_arguments as add_tune_arguments
+
+    p = sub.add_parser("tune", help="grid-search LM weight, word bonus and beam width on a dev set")
+    add_tune_arguments(p)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("score", help="WER of a hypothesis text file against a reference text file")
     p.add_argument("ref")

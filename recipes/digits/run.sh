@@ -4,7 +4,9 @@
 #   ./run.sh [--stage N] [--stop-stage N] [--config conf/train.yaml] [--exp exp/train] [--force true]
 #            [--demo true]  (the `make demo` path: also transcribes a sample clip)
 # Stages: 0 prepare, 1 CMVN, 2 train, 3 decode + score, 4 package, 5 RESULTS.md,
-#         6 ship (copy the package into asr/pretrained as the embedded `digits` model; maintainers only),
+#         6 ship (with --ship true only: copy the package into asr/pretrained as the embedded `digits`
+#           model; maintainers), 7 word 3-gram LM (KenLM), 8 tune alpha/beta/beam on dev_conn,
+#         9 decode with beam search + LM,
 #         10 leave-one-speaker-out (5 trainings; not part of the demo)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,6 +19,8 @@ exp=exp/train
 corpus_dir=
 train_args=
 demo=false
+ship=false
+lm_order=3
 speakers="george jackson nicolas theo yweweler"
 . ../lib.sh
 
@@ -67,11 +71,35 @@ if stage 5 results; then
   done_stage 5 results
 fi
 
-if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ] && [ "$stop_stage" -lt 10 ]; then
-  echo "== stage 6 (ship): $exp/digits.safetensors -> asr/pretrained/digits.safetensors"
+if [ "$ship" = true ]; then
+  echo "== ship: $exp/digits.safetensors -> asr/pretrained/digits.safetensors"
   python -m asr.pretrained ship "$exp/digits.safetensors" digits \
     --data "FSDD, 5 speakers, takes 10-49 + spliced strings" \
     --result "$(head -1 "$exp/decode_test/wer" | cut -d' ' -f2) % WER test, $(head -1 "$exp/decode_test_conn/wer" | cut -d' ' -f2) % test_conn"
+fi
+
+lm=exp/lm/${lm_order}gram.arpa
+if stage 7 lm; then
+  # A word n-gram from the training transcripts only.
+  [ -x ../../tools/bin/lmplz ] || ../../tools/install_kenlm.sh
+  mkdir -p exp/lm
+  cut -s -d' ' -f2- data/train/text data/train_conn/text > exp/lm/train_text.txt
+  python -m asr.lm train --order "$lm_order" exp/lm/train_text.txt "$lm"
+  done_stage 7 lm
+fi
+
+if stage 8 tune; then
+  python -m asr tune --model "$exp" --data data/dev_conn --lm "$lm" --out-dir "$exp/tune" \
+    --alphas 0,0.25,0.5,1 --betas 0,0.5,1,2 --beams 8,32
+  done_stage 8 tune
+fi
+
+if stage 9 decode_lm; then
+  for s in $sets; do
+    python -m asr decode --model "$exp/tune/model.safetensors" --decoder beam --data data/$s \
+      --out-dir "$exp/decode_${s}_beam_lm"
+  done
+  done_stage 9 decode_lm
 fi
 
 if [ "$demo" = true ]; then
