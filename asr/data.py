@@ -136,9 +136,10 @@ class BucketBatchSampler:
         return real / padded if padded else 1.0
 
 
-def make_loader(dataset: AudioDataset, sampler: BucketBatchSampler, num_workers: int = 1) -> torch.utils.data.DataLoader:
+def make_loader(dataset: AudioDataset, sampler: BucketBatchSampler, num_workers: int = 1,
+                generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                       num_workers=num_workers, persistent_workers=False,
+                                       num_workers=num_workers, persistent_workers=False, generator=generator,
                                        prefetch_factor=4 if num_workers else None)
 
 

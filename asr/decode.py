@@ -26,6 +26,7 @@ class Hypothesis:
     frames: list[int]  # output frame at which each token was emitted
     score: float = 0.0  # log-probability of the best path
     words: list[Word] = field(default_factory=list)
+    nbest: list[dict] = field(default_factory=list)  # beam search only: [{"text", "score"}]
 
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary,

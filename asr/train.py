@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .audio import AudioError, audio_duration
 from .config import ExperimentConfig, dump_config
-from .data import AudioDataset, BucketBatchSampler, collate, eval_batches
+from .data import AudioDataset, BucketBatchSampler, eval_batches, make_loader
 from .datadir import read_data_dir
 from .models import model_class
 from .pretrained import PACKAGE_FILE, load_package, save_package
@@ -210,9 +210,7 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
                                      shuffle=True, seed=tc.seed, rank=rank, world_size=world)
         loader_gen = torch.Generator().manual_seed(tc.seed)  # keeps DataLoader seeding off the global RNG
         dataset = AudioDataset(train_utts, cfg.features.sample_rate, cfg.augment, tc.seed)
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                             num_workers=tc.num_workers, generator=loader_gen,
-                                             prefetch_factor=4 if tc.num_workers else None)
+        loader = make_loader(dataset, sampler, tc.num_workers, loader_gen)
     dev_loader = eval_batches(dev_utts, cfg.features.sample_rate, tc.batch_seconds, tc.max_batch_size) if dev_utts else None
     log.info("%d batches per epoch, padding efficiency %.3f", len(sampler), sampler.padding_efficiency())
 
@@ -246,6 +244,7 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
         best, bad_evals = state["best"], state["bad_evals"]
         log.info("resumed from step %d (epoch %d, batch %d)", step, epoch, position)
     csv_log = CSVLog(exp_dir / "train_log.csv", step if state is not None else -1)
+    evaluated_at = max((int(r["step"]) for r in csv_log.rows if r["split"] == "dev"), default=-1)
 
     def save_state():
         if rank != 0:
@@ -262,9 +261,10 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
 
     def run_eval() -> bool:
         """Evaluate on dev; save the package if best. Returns True when early stopping triggers."""
-        nonlocal best, bad_evals
+        nonlocal best, bad_evals, evaluated_at
         if dev_loader is None or rank != 0:
             return False
+        evaluated_at = step
         model.eval()
         t0 = time.time()
         res = model.evaluate(b.to(device) for b in dev_loader)
@@ -363,9 +363,8 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
             if not tc.eval_every:
                 stop = agree(run_eval())
             save_state()
-    if best is None or best.get("step") != step:
-        if not (csv_log.rows and csv_log.rows[-1].get("split") == "dev" and int(csv_log.rows[-1]["step"]) == step):
-            run_eval()  # the step budget ran out between evaluations: the last steps still count
+    if evaluated_at != step:
+        run_eval()  # the step budget ran out between evaluations: the last steps still count
     if bad_log:
         bad_log.close()
     if dev_loader is None and rank == 0:

@@ -139,7 +139,7 @@ class Transcriber:
             seg_end = offset + len(seg) / self.sr
             out[k].words += [Word(w.word, round(min(w.start + offset, seg_end), 3),
                                   round(min(w.end + offset, seg_end), 3), w.confidence) for w in h.words]
-            if self.nbest > 1 and getattr(h, "nbest", None):
+            if self.nbest > 1:
                 out[k].nbest += h.nbest
         for k, t in enumerate(out):
             t.text = " ".join(texts[k])
