@@ -1,4 +1,5 @@
-"""`asr` command line: train | cmvn | decode | tune | score | package | transcribe | models | speaker.
+"""`asr` command line: train | cmvn | decode | tune | score | package | transcribe | models | speaker |
+synthesize.
 
 Every recipe stage is one of these commands, so a user can run any stage alone.
 `python -m asr ...` is the same CLI, which is what lets `torchrun -m asr train ...` run DDP.
@@ -239,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .speaker import add_speaker_commands
 
     add_speaker_commands(sub)
+
+    from .synthesize import add_synthesize_command
+
+    add_synthesize_command(sub)
     return ap
 
 

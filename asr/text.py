@@ -115,3 +115,30 @@ def normalize(text: str) -> str:
 def ctc_min_frames(ids: list[int]) -> int:
     """Fewest output frames CTC needs for a label: one per token plus a blank between repeats."""
     return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
+
+
+DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
+
+
+def spell_digits(text: str) -> str:
+    """Read every digit as its English word, one word per digit: "314" -> "three one four".
+
+    Digit by digit (not "three hundred fourteen"), as one reads out a number string; a TTS model
+    trained on digit words can then say any number a user types.
+    """
+    out = []
+    for ch in text:
+        if "0" <= ch <= "9":
+            out.append(f" {DIGIT_WORDS[ord(ch) - 48]} ")
+        else:
+            out.append(ch)
+    return normalize("".join(out))
+
+
+def unsayable(text: str, symbols) -> list[str]:
+    """Characters of `text` not in `symbols`, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for ch in text:
+        if ch not in symbols:
+            seen.setdefault(ch, None)
+    return list(seen)

@@ -2,7 +2,7 @@
 
     python -m data_prep.fsdd [--corpus-dir DIR] [--download] [--seed 0]
         [--num-conn-train 2000 --num-conn-dev 200 --num-conn-test 500]
-        [--holdout-speaker NAME] OUT_DIR
+        [--holdout-speaker NAME] [--speakers A,B] OUT_DIR
 
 Isolated sets follow the dataset's own split by take: test = takes 0-4, dev = 5-9, train = 10-49.
 FSDD has no multi-word audio, so a CTC model trained on it alone never learns word boundaries;
@@ -11,6 +11,7 @@ noisy pauses and gain changes so that the joins are not a giveaway.
 
 With --holdout-speaker NAME (leave-one-speaker-out) the other speakers give train (takes 10-49)
 and dev (takes 5-9), and NAME alone gives test (all its takes) and test_conn.
+With --speakers A,B only those speakers' recordings are used (a one-voice TTS corpus, say).
 
 Free Spoken Digit Dataset (Zohar Jackson et al.), CC BY-SA 4.0.
 """
@@ -159,6 +160,14 @@ def make_connected(name: str, recordings: list[Recording], audio: dict[Path, tup
 def prepare(prep: Prep, args: argparse.Namespace) -> None:
     recordings = find_recordings(prep.corpus_dir, prep)
     speakers = sorted({r.speaker for r in recordings})
+    if args.speakers:
+        wanted = [s for s in args.speakers.split(",") if s]
+        unknown = [s for s in wanted if s not in speakers]
+        if unknown or not wanted:
+            raise PrepError(f"--speakers: {', '.join(unknown) or 'none given'} not speakers of the corpus "
+                            f"(speakers: {', '.join(speakers)})")
+        recordings = [r for r in recordings if r.speaker in wanted]
+        speakers = sorted(wanted)
     if args.holdout_speaker is not None and args.holdout_speaker not in speakers:
         raise PrepError(f"--holdout-speaker {args.holdout_speaker!r} is not a speaker of the corpus "
                         f"(speakers: {', '.join(speakers)})")
@@ -200,6 +209,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="connected-digit utterances per set (0: no such set)")
     parser.add_argument("--holdout-speaker", metavar="NAME",
                         help="leave-one-speaker-out: test and test_conn are NAME alone")
+    parser.add_argument("--speakers", metavar="A,B", default="",
+                        help="use only these speakers' recordings (comma-separated)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from .acoustic import CTCModel
 from .speaker import SpeakerModel
+from .tts import TTSModel
 
-_ARCHS = {"ctc": CTCModel, "speaker": SpeakerModel}
+_ARCHS = {"ctc": CTCModel, "speaker": SpeakerModel, "tts": TTSModel}
 
 
 def register(cls) -> None:

@@ -1,0 +1,304 @@
+"""Text to speech with a trained `tts` model: `synthesize(model, text)` in Python, `asr synthesize`
+on the command line, and the evaluation the TTS recipes report (intelligibility through an ASR
+model, mel cepstral distortion against real recordings, real-time factor).
+
+    asr synthesize [--model NAME|PATH] [--speaker NAME] --text "three one four" -o out.wav
+    asr synthesize --text-file lines.txt -o out_dir/          # out_dir/0001.wav per line
+    python -m asr.synthesize evaluate --model M --data DATA_DIR --asr-model digits --out-dir D
+    python -m asr.synthesize plot --model M --text "314" -o align.png
+
+Digits in the text are read as words ("314" -> "three one four"); characters the model has never
+seen are an error naming them, never silently dropped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_TTS_MODEL = "digits-tts"
+
+
+@dataclass
+class Synthesis:
+    text: str  # as the model read it (digits spelled out)
+    wav: np.ndarray  # float32 mono
+    sample_rate: int
+    mel: np.ndarray  # (frames, n_mels) natural-log mel power
+    alignment: np.ndarray  # (decoder steps, text positions incl. end token)
+    stopped: bool  # False: the stop token never fired and max_steps cut the utterance
+    model_seconds: float = 0.0
+    vocoder_seconds: float = 0.0
+    speaker: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return len(self.wav) / self.sample_rate
+
+
+def load_tts(model=DEFAULT_TTS_MODEL, device: str | torch.device = "cpu"):
+    """A TTS model object, or a registry name / package / exp dir loaded as one."""
+    if isinstance(model, torch.nn.Module):
+        if getattr(model, "arch", None) != "tts":
+            raise ValueError(f"a {getattr(model, 'arch', type(model).__name__)} model, not a tts model")
+        return model.eval()
+    from .pretrained import load_model
+
+    m = load_model(model, device)
+    if m.arch != "tts":
+        raise ValueError(f"{model}: a {m.arch} model, not a tts model (see `asr models`)")
+    return m
+
+
+def _vocoder(model, name: str, options: dict | None):
+    from .vocoder import get_vocoder
+
+    key = (name, json.dumps(options or {}, sort_keys=True))
+    cache = model.__dict__.setdefault("_vocoders", {})
+    if key not in cache:
+        cache[key] = get_vocoder(name, model.cfg.features, **(options or {}))
+    return cache[key]
+
+
+def synthesize(model, text: str, speaker: str | None = None, seed: int = 0, max_steps: int | None = None,
+               vocoder: str = "griffinlim", vocoder_options: dict | None = None) -> Synthesis:
+    """One text -> waveform. The same model, text, speaker and seed give the same audio: the
+    prenet's inference dropout draws from a generator seeded here, not from the global RNG."""
+    from .models.tts import text_batch
+
+    model = load_tts(model)
+    device = next(model.parameters()).device
+    ids, lens, spk = text_batch(model, [text], [speaker] if speaker is not None else None, device)
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        out = model.infer(ids, lens, spk, max_steps=max_steps)
+    n = int(out["lengths"][0])
+    mel = out["mel"][0, :n].float().cpu()
+    t1 = time.perf_counter()
+    wav = _vocoder(model, vocoder, vocoder_options)(mel)
+    t2 = time.perf_counter()
+    steps = -(-n // model.r)
+    return Synthesis(model.prepare_text(text), wav, model.cfg.features.sample_rate, mel.numpy(),
+                     out["alignments"][0, :steps, : int(lens[0])].cpu().numpy(), bool(out["stopped"][0]),
+                     t1 - t0, t2 - t1, speaker)
+
+
+def plot_synthesis(syn: Synthesis, path: str | Path, title: str = "") -> None:
+    """Attention alignment (decoder step x text position) above the mel spectrogram, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(2, 1, figsize=(8, 6))
+    ax[0].imshow(syn.alignment.T, aspect="auto", origin="lower", interpolation="none", cmap="viridis")
+    ax[0].set(xlabel="decoder step", ylabel="text position",
+              title=title or f"{syn.text!r}" + ("" if syn.stopped else " (stopped at max steps)"))
+    ax[0].set_yticks(range(len(syn.text) + 1), list(syn.text.replace(" ", "_")) + ["$"], fontsize=6)
+    ax[1].imshow(syn.mel.T, aspect="auto", origin="lower", interpolation="none", cmap="magma")
+    ax[1].set(xlabel="frame", ylabel="mel bin", title="log-mel")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_steps: int | None = None,
+             plots: int = 4, progress: bool = True) -> dict:
+    """Synthesize the text of every utterance (in its speaker's voice when the model knows that
+    speaker) and measure, against the utterance's real recording:
+      - intelligibility: WER of `asr_model` on the synthesized audio (and, for reference, on the
+        real recordings), Kaldi-style `wer` files in out_dir/synth and out_dir/real;
+      - mel cepstral distortion (asr.metrics.mel_cepstral_distortion: c1-c24, DTW-aligned);
+      - real-time factor of synthesis, split into model and vocoder time, one utterance at a time.
+    Writes out_dir/results.json (returned), out_dir/wav/*.wav, per-utterance MCD and a few plots."""
+    from tqdm import tqdm
+
+    from .audio import load_audio, save_audio
+    from .metrics import mel_cepstral_distortion, score
+    from .pretrained import load_model
+    from .transcribe import Transcriber
+
+    model = load_tts(model)
+    out = Path(out_dir)
+    (out / "wav").mkdir(parents=True, exist_ok=True)
+    asr = load_model(asr_model) if isinstance(asr_model, (str, Path)) else asr_model
+    sr = model.cfg.features.sample_rate
+    syn_items, real_items, refs, mcds, rows = [], [], {}, [], []
+    model_s = vocoder_s = audio_s = 0.0
+    not_stopped = []
+    multi = model.speaker_embedding is not None
+    for i, u in enumerate(tqdm(utts, desc="synthesize", file=sys.stderr, disable=None if progress else True,
+                               leave=False)):
+        speaker = u.speaker if multi and u.speaker in model.speaker_index else None
+        s = synthesize(model, u.text, speaker, seed=seed, max_steps=max_steps)
+        save_audio(out / "wav" / f"{u.utt_id}.wav", s.wav, sr)
+        real, _ = load_audio(u.audio, sr)
+        mcd, _ = mel_cepstral_distortion(real, s.wav, sr)
+        model_s, vocoder_s, audio_s = model_s + s.model_seconds, vocoder_s + s.vocoder_seconds, audio_s + s.duration
+        if not s.stopped:
+            not_stopped.append(u.utt_id)
+        syn_items.append((u.utt_id, s.wav))
+        real_items.append((u.utt_id, real))
+        refs[u.utt_id] = u.text
+        mcds.append(mcd)
+        rows.append(f"{u.utt_id}\t{mcd:.3f}\t{s.duration:.2f}\t{len(real) / sr:.2f}\t{s.text}\n")
+        if i < plots:
+            plot_synthesis(s, out / "plots" / f"{u.utt_id}.png", f"{u.utt_id}: {s.text!r}")
+    (out / "mcd").write_text("utt_id\tmcd_db\tsynth_s\treal_s\ttext\n" + "".join(rows))
+    tr = Transcriber(asr)
+    syn_hyps = {t.path: t.text for t in tr.transcribe_arrays(syn_items)}
+    real_hyps = {t.path: t.text for t in tr.transcribe_arrays(real_items)}
+    syn_stats = score(refs, syn_hyps, out / "synth")
+    real_stats = score(refs, real_hyps, out / "real")
+    res = {
+        "utterances": len(refs), "seed": seed,
+        "wer_synth": syn_stats.rate, "wer_synth_line": syn_stats.kaldi_line(),
+        "wer_real": real_stats.rate, "wer_real_line": real_stats.kaldi_line(),
+        "asr_model": str(asr_model) if isinstance(asr_model, (str, Path)) else "<object>",
+        "mcd_db": float(np.mean(mcds)), "mcd_db_std": float(np.std(mcds)),
+        "mcd_desc": "mel cepstra c1-c24 (DCT of 40-band log mel amplitude, 25 ms / 5 ms), DTW-aligned, "
+                    "10*sqrt(2)/ln10 * mean Euclidean distance over the path",
+        "rtf": (model_s + vocoder_s) / max(audio_s, 1e-9), "rtf_model": model_s / max(audio_s, 1e-9),
+        "rtf_vocoder": vocoder_s / max(audio_s, 1e-9), "synth_audio_s": audio_s,
+        "not_stopped": not_stopped, "threads": torch.get_num_threads(),
+    }
+    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def _read_lines(path: str) -> list[tuple[int, str]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--text-file {path}: no such file") from None
+    except (IsADirectoryError, UnicodeDecodeError) as e:
+        raise ValueError(f"--text-file {path}: not a UTF-8 text file ({e})") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise ValueError(f"--text-file {path}: no text in it (blank lines are skipped)")
+    return lines
+
+
+def cmd_synthesize(a) -> int:
+    from .audio import save_audio
+
+    if (a.text is None) == (a.text_file is None):
+        raise ValueError("give exactly one of --text or --text-file")
+    if a.text is not None:
+        if not a.text.strip():
+            raise ValueError("--text is empty: nothing to say")
+        jobs = [(None, a.text)]
+    else:
+        jobs = _read_lines(a.text_file)
+    model = load_tts(a.model, a.device)
+    model.speaker_id(a.speaker)  # an unknown speaker fails before any work, listing the known ones
+    for n, line in jobs:  # so does any unsayable line: no half-written output directory
+        try:
+            model.prepare_text(line)
+        except ValueError as e:
+            raise ValueError(f"{a.text_file} line {n}: {e}" if n else str(e)) from None
+    out = Path(a.output)
+    if a.text_file is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    elif out.suffix.lower() not in (".wav", ".flac"):
+        raise ValueError(f"-o {a.output}: give a .wav or .flac file name for --text")
+    failed = 0
+    for n, line in jobs:
+        s = synthesize(model, line, a.speaker, seed=a.seed, max_steps=a.max_steps)
+        path = out / f"{n:04d}.wav" if n else out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_audio(path, s.wav, s.sample_rate)
+        note = "" if s.stopped else "  (no stop token: cut at --max-steps)"
+        failed += 0 if s.stopped else 1
+        print(f"{path}\t{s.duration:.2f} s\t{s.text}{note}")
+    return 0 if not failed or a.allow_cut else 1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_TTS_MODEL, help=f"tts model name, package or exp dir (default {DEFAULT_TTS_MODEL})")
+    p.add_argument("--speaker", default=None, help="voice of a multi-speaker model (default: its first)")
+    p.add_argument("--text", default=None, help='what to say, e.g. "three one four" or "314"')
+    p.add_argument("--text-file", default=None, help="one text per line; -o is then a directory of NNNN.wav "
+                   "(NNNN = line number)")
+    p.add_argument("-o", "--output", required=True, help="output .wav (with --text) or directory (--text-file)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same audio")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-steps", type=int, default=None, help="decoder steps before giving up on the stop token")
+    p.add_argument("--allow-cut", action="store_true", help="exit 0 even if an output hit --max-steps")
+
+
+def add_synthesize_command(subparsers) -> None:
+    p = subparsers.add_parser("synthesize", help="text to speech with a tts model")
+    add_arguments(p)
+    p.set_defaults(func=cmd_synthesize)
+
+
+def cmd_evaluate(a) -> int:
+    from .datadir import read_data_dir
+
+    utts = read_data_dir(a.data)
+    if a.max_utts:
+        utts = utts[: a.max_utts]
+    torch.set_num_threads(a.threads)
+    res = evaluate(a.model, utts, a.asr_model, a.out_dir, a.seed, a.max_steps, a.plots)
+    print(f"synthesized {res['utterances']}: ASR {res['wer_synth_line']} (real recordings: {res['wer_real_line']}), "
+          f"MCD {res['mcd_db']:.2f} dB, RTF {res['rtf']:.3f} (model {res['rtf_model']:.3f}, vocoder "
+          f"{res['rtf_vocoder']:.3f}) -> {a.out_dir}/results.json")
+    return 0
+
+
+def cmd_plot(a) -> int:
+    model = load_tts(a.model, a.device)
+    s = synthesize(model, a.text, a.speaker, seed=a.seed)
+    plot_synthesis(s, a.output)
+    print(a.output)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m asr.synthesize", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    add_synthesize_command(sub)
+    p = sub.add_parser("evaluate", help="synthesize a data dir's texts; ASR WER, MCD, RTF")
+    p.add_argument("--model", default=DEFAULT_TTS_MODEL)
+    p.add_argument("--data", required=True, help="data dir whose texts are said and whose audio is the reference")
+    p.add_argument("--asr-model", default="digits")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-utts", type=int, default=0)
+    p.add_argument("--plots", type=int, default=4, help="alignment/mel PNGs of the first N utterances")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (RTF is reported for this many)")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("plot", help="attention alignment and mel spectrogram of one text, as PNG")
+    p.add_argument("--model", default=DEFAULT_TTS_MODEL)
+    p.add_argument("--speaker", default=None)
+    p.add_argument("--text", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_plot)
+    a = ap.parse_args(argv)
+    try:
+        return a.func(a)
+    except (ValueError, FileNotFoundError) as e:
+        where = "asr synthesize" + ("" if a.command == "synthesize" else f" {a.command}")
+        print(f"{where}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
