@@ -132,7 +132,10 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
     model = load_tts(model)
     out = Path(out_dir)
     (out / "wav").mkdir(parents=True, exist_ok=True)
-    asr = load_model(asr_model) if isinstance(asr_model, (str, Path)) else asr_model
+    if asr_model in (None, "", "none"):
+        asr = None
+    else:
+        asr = load_model(asr_model) if isinstance(asr_model, (str, Path)) else asr_model
     sr = model.cfg.features.sample_rate
     syn_items, real_items, refs, mcds, rows = [], [], {}, [], []
     model_s = vocoder_s = audio_s = 0.0
@@ -156,23 +159,22 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
         if i < plots:
             plot_synthesis(s, out / "plots" / f"{u.utt_id}.png", f"{u.utt_id}: {s.text!r}")
     (out / "mcd").write_text("utt_id\tmcd_db\tsynth_s\treal_s\ttext\n" + "".join(rows))
-    tr = Transcriber(asr)
-    syn_hyps = {t.path: t.text for t in tr.transcribe_arrays(syn_items)}
-    real_hyps = {t.path: t.text for t in tr.transcribe_arrays(real_items)}
-    syn_stats = score(refs, syn_hyps, out / "synth")
-    real_stats = score(refs, real_hyps, out / "real")
-    res = {
-        "utterances": len(refs), "seed": seed,
-        "wer_synth": syn_stats.rate, "wer_synth_line": syn_stats.kaldi_line(),
-        "wer_real": real_stats.rate, "wer_real_line": real_stats.kaldi_line(),
-        "asr_model": str(asr_model) if isinstance(asr_model, (str, Path)) else "<object>",
+    res = {"utterances": len(refs), "seed": seed}
+    if asr is not None:
+        tr = Transcriber(asr)
+        syn_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(syn_items)}, out / "synth")
+        real_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(real_items)}, out / "real")
+        res.update(wer_synth=syn_stats.rate, wer_synth_line=syn_stats.kaldi_line(), wer_real=real_stats.rate,
+                   wer_real_line=real_stats.kaldi_line(),
+                   asr_model=str(asr_model) if isinstance(asr_model, (str, Path)) else "<object>")
+    res.update({
         "mcd_db": float(np.mean(mcds)), "mcd_db_std": float(np.std(mcds)),
         "mcd_desc": "mel cepstra c1-c24 (DCT of 40-band log mel amplitude, 25 ms / 5 ms), DTW-aligned, "
                     "10*sqrt(2)/ln10 * mean Euclidean distance over the path",
         "rtf": (model_s + vocoder_s) / max(audio_s, 1e-9), "rtf_model": model_s / max(audio_s, 1e-9),
         "rtf_vocoder": vocoder_s / max(audio_s, 1e-9), "synth_audio_s": audio_s,
         "not_stopped": not_stopped, "threads": torch.get_num_threads(),
-    }
+    })
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
 
@@ -254,7 +256,8 @@ def cmd_evaluate(a) -> int:
         utts = utts[: a.max_utts]
     torch.set_num_threads(a.threads)
     res = evaluate(a.model, utts, a.asr_model, a.out_dir, a.seed, a.max_steps, a.plots)
-    print(f"synthesized {res['utterances']}: ASR {res['wer_synth_line']} (real recordings: {res['wer_real_line']}), "
+    asr = f"ASR {res['wer_synth_line']} (real recordings: {res['wer_real_line']}), " if "wer_synth" in res else ""
+    print(f"synthesized {res['utterances']}: {asr}"
           f"MCD {res['mcd_db']:.2f} dB, RTF {res['rtf']:.3f} (model {res['rtf_model']:.3f}, vocoder "
           f"{res['rtf_vocoder']:.3f}) -> {a.out_dir}/results.json")
     return 0
@@ -275,7 +278,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("evaluate", help="synthesize a data dir's texts; ASR WER, MCD, RTF")
     p.add_argument("--model", default=DEFAULT_TTS_MODEL)
     p.add_argument("--data", required=True, help="data dir whose texts are said and whose audio is the reference")
-    p.add_argument("--asr-model", default="digits")
+    p.add_argument("--asr-model", default="digits", help="ASR model that scores intelligibility (none: skip)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=None)

@@ -326,3 +326,62 @@ def test_the_generic_trainer_trains_and_packages_a_tts_model(tmp_path):
     model = load_package(tmp_path / "exp" / "model.safetensors")
     assert model.arch == "tts" and float(model.cmvn.istd.mean()) != 1.0  # mel statistics were estimated
     assert synthesize(model, "nine", max_steps=3).wav.size > 0
+
+
+def test_evaluate_reports_intelligibility_mcd_and_rtf(tmp_path):
+    from asr.synthesize import evaluate
+
+    utts = []
+    for i, t in enumerate(["one two", "three"]):
+        p = tmp_path / f"r{i}.wav"
+        save_audio(p, tone([400, 700][: len(t.split())], 0.2, seed=i), SR)
+        utts.append(Utterance(f"r{i}", str(p), t, "a"))
+    res = evaluate(tiny_model(), utts, "digits", tmp_path / "eval", max_steps=5, plots=1, progress=False)
+    assert res["utterances"] == 2 and res["mcd_db"] > 0 and res["rtf"] > 0
+    assert res["rtf"] == pytest.approx(res["rtf_model"] + res["rtf_vocoder"])
+    assert (tmp_path / "eval" / "synth" / "wer").read_text().startswith("%WER")
+    assert (tmp_path / "eval" / "real" / "wer").exists() and (tmp_path / "eval" / "plots" / "r0.png").exists()
+    assert sorted(p.name for p in (tmp_path / "eval" / "wav").iterdir()) == ["r0.wav", "r1.wav"]
+    no_asr = evaluate(tiny_model(), utts[:1], "none", tmp_path / "e2", max_steps=3, plots=0, progress=False)
+    assert "wer_synth" not in no_asr and no_asr["mcd_db"] > 0
+
+
+def test_ljspeech_data_prep_gives_what_tts_training_needs(tmp_path):
+    """LJSpeech-style data (case, punctuation, 22.05 kHz) -> data dir -> a TTS model's batch."""
+    from asr.data import AudioDataset, collate
+    from asr.datadir import read_data_dir
+    from data_prep import ljspeech
+
+    from .test_corpora import make_ljspeech
+
+    make_ljspeech(tmp_path)
+    assert ljspeech.main(["--corpus-dir", str(tmp_path), "--num-dev", "2", "--num-test", "2", str(tmp_path / "d")]) == 0
+    utts = read_data_dir(tmp_path / "d" / "train")
+    assert utts and all(u.speaker == "lj" and u.text for u in utts)
+    cfg = tiny_cfg()
+    cfg.features = FeatureConfig(sample_rate=22050, n_fft=512, win_length=512, hop_length=256, n_mels=20,
+                                 preemphasis=0.0, dither=0.0)
+    model = TTSModel.from_training_data(cfg, utts)
+    assert {"P", ",", '"'} <= set(model.vocab.tokens)  # case and punctuation are read, not dropped
+    assert model.prepare_text("Printing, 1") == "Printing, one"  # capitals known: case kept
+    assert all(model.check_utterance(u) is None for u in utts)
+    batch = collate([AudioDataset(utts, 22050)[i] for i in range(3)])
+    out = model.train().compute_loss(batch)
+    assert out["utts"] == 3 and torch.isfinite(out["loss"])
+
+
+def test_fsdd_prep_keeps_only_the_chosen_speakers(tmp_path):
+    from asr.datadir import read_data_dir
+    from data_prep import fsdd
+
+    rec = tmp_path / "corpus" / "recordings"
+    rec.mkdir(parents=True)
+    for spk in ("ann", "bob"):
+        for d in range(3):
+            for take in (0, 5, 10, 11):
+                save_audio(rec / f"{d}_{spk}_{take}.wav", tone([300 + 100 * d], 0.2, seed=take), SR)
+    out = tmp_path / "data"
+    args = ["--corpus-dir", str(tmp_path / "corpus"), "--num-conn-dev", "0", "--num-conn-test", "0"]
+    assert fsdd.main([*args, "--num-conn-train", "4", "--speakers", "bob", str(out)]) == 0
+    assert {u.speaker for s in ("train", "train_conn", "test") for u in read_data_dir(out / s)} == {"bob"}
+    assert fsdd.main([*args, "--speakers", "carl", str(tmp_path / "x")]) != 0
