@@ -129,12 +129,19 @@ def plot_curves(rows: list[dict], metric: str, path: Path) -> None:
 
 
 class _LossForward(torch.nn.Module):
+    """compute_loss as a forward() for DDP. A rank with nothing to learn from (every utterance of its
+    batch unreadable or dropped) still joins the gradient all-reduce with a zero loss over every
+    parameter; skipping the step would leave the other ranks waiting in all-reduce forever."""
+
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, batch):
-        return self.model.compute_loss(batch)
+        out = self.model.compute_loss(batch) if len(batch) else {"dropped": [], "loss": None}
+        if out["loss"] is None:
+            out = {**out, "loss": sum(p.sum() for p in self.model.parameters()) * 0.0, "idle": True}
+        return out
 
 
 def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_steps: int | None = None,
@@ -308,7 +315,7 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
             for utt, why in batch.errors:
                 log.warning("skipped %s: %s", utt, why)
                 bad_log and bad_log.write(f"{utt}\t{why}\n")
-            if len(batch) == 0:
+            if len(batch) == 0 and world == 1:
                 continue
             batch.to(device)
             with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
@@ -319,7 +326,8 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
             if out["loss"] is None:
                 continue
             scaler.scale(out["loss"] / tc.grad_accum).backward()
-            loss_sum, loss_n = loss_sum + float(out["loss"].detach()), loss_n + 1
+            if not out.get("idle"):
+                loss_sum, loss_n = loss_sum + float(out["loss"].detach()), loss_n + 1
             utts_since += len(batch)
             audio_since += float(batch.wav_lens.sum()) / cfg.features.sample_rate
             if position % tc.grad_accum:
@@ -370,6 +378,14 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
     if dev_loader is None and rank == 0:
         save_package(model, exp_dir / PACKAGE_FILE, {**(info or {}), "step": step})
     save_state()
+    if rank == 0 and hasattr(model, "fit_backend"):
+        # A scoring back-end (speaker models) is fitted on the training data with the weights that
+        # ship: those of the best package, not of the last step.
+        final = load_package(exp_dir / PACKAGE_FILE, device)
+        fitted = final.fit_backend(b.to(device) for b in eval_batches(train_utts, cfg.features.sample_rate,
+                                                                       tc.batch_seconds, tc.max_batch_size))
+        save_package(final, exp_dir / PACKAGE_FILE, {**final.info, "backend": fitted})
+        log.info("fitted the %s back-end on %s", final.backend, fitted)
     if rank == 0 and csv_log.rows:
         plot_curves(csv_log.rows, metric, exp_dir / "train_curve.png")
     log.info("finished at step %d; best: %s", step, best)
