@@ -153,7 +153,76 @@ def test_trainer_trains_and_packages_a_speaker_model(tmp_path):
                             batch_seconds=1.5, num_workers=0, warmup_steps=1, log_every=1)
     best = train(cfg, tmp_path / "exp", device="cpu")
     assert "eer" in best and 0 <= best["eer"] <= 100
-    assert load_package(tmp_path / "exp" / "model.safetensors").arch == "speaker"
+    model = load_package(tmp_path / "exp" / "model.safetensors")
+    assert model.arch == "speaker"
+    # the trainer fitted the scoring back-end on the 8 training utterances of the best weights
+    assert model.backend == "fused" and model.info["backend"] == {"utterances": 8, "speakers": 2}
+    assert model.backend_stats_transform.shape == (40, 40)
+    wav = torch.from_numpy(np.stack([voice(120.0, 0.25, 9), voice(400.0, 0.25, 9)]))
+    emb = model.embed(wav, torch.tensor([wav.shape[1]] * 2))
+    assert emb.shape == (2, 8 + 40)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2))
+
+
+def make_voices(n_per: int = 6):
+    """Two training voices and utterances whose mean log-mel differs within each voice (loud and
+    soft takes): what WCCN is there to discount."""
+    from asr.data import Batch
+
+    wavs, spks = [], []
+    for spk, f0 in (("lo", 120.0), ("hi", 400.0)):
+        for i in range(n_per):
+            wavs.append(torch.from_numpy(voice(f0, 0.25, i)) * (3.0 if i % 2 else 0.3))
+            spks.append(spk)
+    wav = torch.stack(wavs)
+    return Batch([f"u{i}" for i in range(len(wavs))], wav, torch.tensor([wav.shape[1]] * len(wavs)),
+                 [""] * len(wavs), spks)
+
+
+@pytest.mark.parametrize("kind", ["none", "znorm", "fused"])
+def test_fitted_backend_round_trips_and_stays_batch_independent(tmp_path, kind):
+    torch.manual_seed(0)
+    model = SpeakerModel(small_cfg(extra={"backend": kind}), ["lo", "hi"]).eval()
+    raw = model.embed(make_voices().wav, make_voices().wav_lens)
+    fitted = model.fit_backend([make_voices()])
+    assert fitted == {"utterances": 12, "speakers": 2} and model.backend == kind
+    batch = make_voices()
+    wav, lens = batch.wav, batch.wav_lens.clone()
+    lens[1] = 1000
+    emb = model.embed(wav, lens)
+    assert emb.shape == (12, {"none": 8, "znorm": 8, "fused": 48}[kind])
+    if kind == "none":
+        torch.testing.assert_close(model.embed(batch.wav, batch.wav_lens), raw)
+    alone = model.embed(wav[1:2, :1000], lens[1:2])
+    torch.testing.assert_close(alone[0], emb[1], atol=1e-5, rtol=1e-5)
+    path = save_package(model, tmp_path / "m.safetensors")
+    loaded = load_package(path)
+    assert loaded.backend == kind
+    torch.testing.assert_close(loaded.embed(wav, lens), emb)
+
+
+def test_wccn_whitens_within_speaker_covariance_to_identity():
+    torch.manual_seed(0)
+    model = SpeakerModel(small_cfg(extra={"wccn_reg": 0.0}), ["lo", "hi"]).eval()
+    batch = make_voices(n_per=40)
+    model.fit_backend([batch])
+    x, lens = model.frontend(batch.wav, batch.wav_lens)
+    st = model._spectral_stats(x, lens).double()
+    labels = torch.tensor([0] * 40 + [1] * 40)
+    centred = st - torch.stack([st[labels == k].mean(0) for k in (0, 1)])[labels]
+    w = (centred @ model.backend_stats_transform.double()).T @ (centred @ model.backend_stats_transform.double()) / 80
+    torch.testing.assert_close(w, torch.eye(40, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+def test_packages_from_before_backends_still_load_and_score_raw(tiny):
+    model, path = tiny
+    assert "backend" not in model.package_meta()
+    loaded = load_package(path)
+    assert loaded.backend is None
+    wav, lens = torch.randn(2, 3000) * 0.1, torch.tensor([3000, 2000])
+    torch.testing.assert_close(loaded.embed(wav, lens), torch.nn.functional.normalize(model(wav, lens), dim=-1))
+    with pytest.raises(ValueError, match="model.extra.backend"):
+        SpeakerModel(small_cfg(extra={"backend": "plda"}), ["a", "b"])
 
 
 # -- detection metrics -----------------------------------------------------------------------

@@ -14,6 +14,21 @@ Speaker-specific knobs live in `model.extra` (unknown keys are errors):
                                  random one of these speeds and labelled as a new speaker per speed
                                  (Kaldi's trick): pitch and formants move, so the model learns what
                                  tells voices apart, not just which of few training speakers it hears.
+    backend: fused               how embeddings are scored, fitted on the training data once training
+                                 ends (`fit_backend`; the trainer calls it) and saved in the package:
+                                 none   the network's embedding, L2-normalised;
+                                 znorm  centred and scaled per dimension by the training embeddings'
+                                        mean and std (Kaldi's mean subtraction, plus scaling);
+                                 fused  znorm joined with the utterance's log-mel mean and std,
+                                        whitened by their within-speaker covariance (WCCN).
+                                 Why fused: trained on a handful of speakers the network learns what
+                                 tells *those* apart and places a new voice near one of them; the
+                                 spectral statistics know no speaker, and WCCN fitted on the training
+                                 speakers removes what varies within a voice (which word is said).
+                                 On FSDD leave-one-speaker-out (4 training speakers) it raised a new
+                                 speaker's identification from 83 % to 95 % on average (RESULTS.md).
+    stats_weight: 1.0            weight of the statistics part in the fused embedding
+    wccn_reg: 0.1                shrinkage of the within-speaker covariance towards its mean variance
 """
 from __future__ import annotations
 
@@ -28,8 +43,10 @@ from ..features import Frontend, lengths_to_mask, speed_perturb
 from .acoustic import SUBSAMPLERS, ConvSubsample, FrameStack
 from .rnn import StackedRNN
 
-EXTRA_DEFAULTS = {"head": "amsoftmax", "margin": 0.2, "scale": 30.0, "attention_dim": 128, "speed_speakers": []}
+EXTRA_DEFAULTS = {"head": "amsoftmax", "margin": 0.2, "scale": 30.0, "attention_dim": 128, "speed_speakers": [],
+                  "backend": "fused", "stats_weight": 1.0, "wccn_reg": 0.1}
 HEADS = {"amsoftmax", "softmax"}
+BACKENDS = {"none", "znorm", "fused"}
 # Pairs scored on dev for the EER: all pairs of at most this many utterances (a seeded subset beyond).
 MAX_EVAL_UTTS = 3000
 
@@ -44,6 +61,10 @@ def speaker_extra(cfg: ExperimentConfig) -> dict:
     extra = {**EXTRA_DEFAULTS, **extra}
     if extra["head"] not in HEADS:
         raise ValueError(f"model.extra.head: {extra['head']!r} is not one of {sorted(HEADS)}")
+    if extra["backend"] not in BACKENDS:
+        raise ValueError(f"model.extra.backend: {extra['backend']!r} is not one of {sorted(BACKENDS)}")
+    if not 0.0 <= float(extra["wccn_reg"]) <= 1.0:
+        raise ValueError(f"model.extra.wccn_reg: {extra['wccn_reg']!r} must be in [0, 1]")
     speeds = extra["speed_speakers"]
     if speeds and (not isinstance(speeds, list) or 1.0 not in speeds
                    or any(not 0.5 <= float(f) <= 2.0 for f in speeds)):
@@ -120,6 +141,8 @@ class SpeakerModel(nn.Module):
         self.dropout = nn.Dropout(m.dropout)
         self.embedding = nn.Linear(self.pooling.output_size, m.embedding_dim)
         # Classes are (speaker, speed) pairs, speaker-major: class = speaker * len(speeds) + speed.
+        self.extra = extra
+        self.backend: str | None = None  # set by fit_backend or a package that holds a fitted back-end
         self.speeds = extra["speed_speakers"] or [1.0]
         classes = len(speakers) * len(self.speeds)
         if extra["head"] == "amsoftmax":
@@ -129,11 +152,16 @@ class SpeakerModel(nn.Module):
 
     # -- what a package needs to rebuild this model
     def package_meta(self) -> dict:
-        return {"speakers": self.speakers}
+        return {"speakers": self.speakers, **({"backend": self.backend} if self.backend else {})}
 
     @classmethod
     def from_package_meta(cls, cfg: ExperimentConfig, meta: dict) -> "SpeakerModel":
-        return cls(cfg, meta["speakers"])
+        model = cls(cfg, meta["speakers"])
+        if meta.get("backend"):  # packages from before back-ends had none: they score as "none"
+            model._set_backend(meta["backend"], torch.zeros(cfg.model.embedding_dim), torch.ones(cfg.model.embedding_dim),
+                               torch.zeros(2 * model.frontend.output_size),
+                               torch.eye(2 * model.frontend.output_size))
+        return model
 
     @classmethod
     def from_training_data(cls, cfg: ExperimentConfig, utterances) -> "SpeakerModel":
@@ -154,15 +182,70 @@ class SpeakerModel(nn.Module):
 
     def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
         """(B, S) waveforms at cfg.features.sample_rate -> (B, D) embeddings, not normalised."""
-        x, lens = self.frontend(wav, wav_lens)
+        return self._network(*self.frontend(wav, wav_lens))
+
+    def _network(self, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         if self.conv is not None:
             x, lens = self.conv(x, lens)
         x = self.encoder(x, lens)
         return self.embedding(self.dropout(self.pooling(x, lens)))
 
+    @staticmethod
+    def _spectral_stats(x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """Mean and standard deviation over each utterance's own frames of its log-mel features."""
+        mask = lengths_to_mask(lens, x.size(1)).unsqueeze(-1).float()
+        n = mask.sum(1).clamp(min=1.0)
+        mean = (x.float() * mask).sum(1) / n
+        var = ((x.float() - mean.unsqueeze(1)).square() * mask).sum(1) / n
+        return torch.cat([mean, var.clamp(min=1e-6).sqrt()], dim=-1)
+
     def embed(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
-        """(B, S) waveforms -> (B, D) L2-normalised embeddings; cosine similarity is their dot product."""
-        return F.normalize(self(wav, wav_lens).float(), dim=-1)
+        """(B, S) waveforms -> (B, D) L2-normalised embeddings as the back-end scores them; cosine
+        similarity is their dot product."""
+        x, lens = self.frontend(wav, wav_lens)
+        emb = self._network(x, lens).float()
+        if self.backend is None or self.backend == "none":
+            return F.normalize(emb, dim=-1)
+        emb = F.normalize((emb - self.backend_emb_mean) / self.backend_emb_scale, dim=-1)
+        if self.backend == "fused":
+            stats = (self._spectral_stats(x, lens) - self.backend_stats_mean) @ self.backend_stats_transform
+            emb = torch.cat([emb, float(self.extra["stats_weight"]) * F.normalize(stats, dim=-1)], dim=-1)
+        return F.normalize(emb, dim=-1)
+
+    def _set_backend(self, kind: str, emb_mean, emb_scale, stats_mean, stats_transform) -> None:
+        self.backend = kind
+        for name, value in [("emb_mean", emb_mean), ("emb_scale", emb_scale), ("stats_mean", stats_mean),
+                            ("stats_transform", stats_transform)]:
+            self.register_buffer(f"backend_{name}", value.float().to(self.embedding.weight.device))
+
+    @torch.no_grad()
+    def fit_backend(self, batches) -> dict:
+        """Fit extra.backend on training batches (no augmentation): the embeddings' mean and std, and
+        the log-mel statistics' mean and within-speaker whitening. Returns what it fitted on."""
+        kind = self.extra["backend"]
+        was_training = self.training
+        self.eval()
+        embs, stats, spks = [], [], []
+        for batch in batches:
+            x, lens = self.frontend(batch.wav, batch.wav_lens)
+            embs.append(self._network(x, lens).double().cpu())
+            stats.append(self._spectral_stats(x, lens).double().cpu())
+            spks.extend(batch.speakers)
+        self.train(was_training)
+        if not spks:
+            raise ValueError("speaker back-end: no training utterances to fit it on")
+        emb, st = torch.cat(embs), torch.cat(stats)
+        labels = torch.as_tensor(np.unique(spks, return_inverse=True)[1])
+        # Within-speaker covariance, pooled over speakers and shrunk so a dimension that barely
+        # varies in training is not blown up in whitening.
+        centred = st - torch.stack([st[labels == k].mean(0) for k in range(int(labels.max()) + 1)])[labels]
+        w = centred.T @ centred / len(st)
+        reg = float(self.extra["wccn_reg"])
+        w = (1 - reg) * w + reg * w.diagonal().mean() * torch.eye(len(w), dtype=w.dtype)
+        evals, evecs = torch.linalg.eigh(w)
+        transform = evecs @ torch.diag(evals.clamp(min=1e-12).rsqrt()) @ evecs.T
+        self._set_backend(kind, emb.mean(0), emb.std(0).clamp(min=1e-6), st.mean(0), transform)
+        return {"utterances": len(spks), "speakers": int(labels.max()) + 1}
 
     def _labels(self, batch) -> tuple[list[int], list[tuple[str, str]]]:
         ok, dropped = [], []
@@ -212,7 +295,8 @@ class SpeakerModel(nn.Module):
         embs, spks, loss_sum, correct, known = [], [], 0.0, 0, 0
         for batch in batches:
             emb = self(batch.wav, batch.wav_lens).float()
-            embs.append(F.normalize(emb, dim=-1).cpu())
+            # pairs are scored as a user's would be: through the back-end once one is fitted
+            embs.append((self.embed(batch.wav, batch.wav_lens) if self.backend else F.normalize(emb, dim=-1)).cpu())
             spks.extend(batch.speakers)
             ok = [i for i, s in enumerate(batch.speakers) if s in self.speaker_index]
             if ok:
