@@ -203,8 +203,11 @@ MCD_K = 10.0 * 2**0.5 / 2.302585092994046  # 10 sqrt(2) / ln 10: cepstral distan
 def mel_cepstra(wav, sample_rate: int, n_ceps: int = 24, n_mels: int = 40, frame_s: float = 0.025,
                 hop_s: float = 0.005):
     """(frames, n_ceps) mel cepstra c1..c{n_ceps} (c0, the energy, left out as usual for MCD):
-    the orthonormal DCT-II of the natural-log mel *amplitude* spectrum (Slaney mel filterbank,
-    Hann window), i.e. MFCC-style mel cepstra rather than SPTK's all-pass-warped mcep."""
+    the cosine transform of the natural-log mel *amplitude* spectrum (Slaney mel filterbank, Hann
+    window), c_k = (2/M) sum_m log|X_m| cos(pi k (m + 1/2) / M) over the M bands, which is the
+    scale of a real cepstrum of that spectrum. These are MFCC-style mel cepstra, not SPTK's
+    all-pass-warped mcep, so MCDs are comparable between systems scored here, and only roughly
+    with published ones. (An orthonormal DCT would inflate every coefficient by sqrt(M/2).)"""
     import librosa
     import numpy as np
     from scipy.fft import dct
@@ -215,7 +218,7 @@ def mel_cepstra(wav, sample_rate: int, n_ceps: int = 24, n_mels: int = 40, frame
     power = librosa.feature.melspectrogram(y=wav, sr=sample_rate, n_fft=n_fft, win_length=win,
                                            hop_length=int(round(hop_s * sample_rate)), n_mels=n_mels, power=2.0)
     log_amp = 0.5 * np.log(np.maximum(power, 1e-10))
-    return dct(log_amp, type=2, axis=0, norm="ortho")[1: n_ceps + 1].T
+    return (dct(log_amp, type=2, axis=0) / n_mels)[1: n_ceps + 1].T
 
 
 def mel_cepstral_distortion(ref_wav, syn_wav, sample_rate: int, n_ceps: int = 24) -> tuple[float, int]:

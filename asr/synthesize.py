@@ -91,6 +91,15 @@ def synthesize(model, text: str, speaker: str | None = None, seed: int = 0, max_
                      t1 - t0, t2 - t1, speaker)
 
 
+@torch.no_grad()
+def copy_synthesis(model, wav: np.ndarray, vocoder: str = "griffinlim") -> np.ndarray:
+    """A real recording through the model's own mel analysis and the vocoder, no model: the
+    ceiling that vocoder and feature set put on any synthesis ("analysis-synthesis")."""
+    x = torch.from_numpy(np.asarray(wav, dtype=np.float32))[None]
+    mel, _ = model.logmel.eval()(x.to(model.cmvn.mean.device), torch.tensor([x.size(1)], device=model.cmvn.mean.device))
+    return _vocoder(model, vocoder, None)(mel[0].cpu())
+
+
 def plot_synthesis(syn: Synthesis, path: str | Path, title: str = "") -> None:
     """Attention alignment (decoder step x text position) above the mel spectrogram, as a PNG."""
     import matplotlib
@@ -121,7 +130,9 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
         real recordings), Kaldi-style `wer` files in out_dir/synth and out_dir/real;
       - mel cepstral distortion (asr.metrics.mel_cepstral_distortion: c1-c24, DTW-aligned);
       - real-time factor of synthesis, split into model and vocoder time, one utterance at a time.
-    Writes out_dir/results.json (returned), out_dir/wav/*.wav, per-utterance MCD and a few plots."""
+    The same numbers for copy synthesis (the real recording's mels through the vocoder) give the
+    ceiling of the vocoder. Writes out_dir/results.json (returned), out_dir/wav/*.wav,
+    per-utterance MCD and a few plots."""
     from tqdm import tqdm
 
     from .audio import load_audio, save_audio
@@ -137,7 +148,7 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
     else:
         asr = load_model(asr_model) if isinstance(asr_model, (str, Path)) else asr_model
     sr = model.cfg.features.sample_rate
-    syn_items, real_items, refs, mcds, rows = [], [], {}, [], []
+    syn_items, real_items, copy_items, refs, mcds, copy_mcds, rows = [], [], [], {}, [], [], []
     model_s = vocoder_s = audio_s = 0.0
     not_stopped = []
     multi = model.speaker_embedding is not None
@@ -148,6 +159,9 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
         save_audio(out / "wav" / f"{u.utt_id}.wav", s.wav, sr)
         real, _ = load_audio(u.audio, sr)
         mcd, _ = mel_cepstral_distortion(real, s.wav, sr)
+        copy = copy_synthesis(model, real)
+        copy_items.append((u.utt_id, copy))
+        copy_mcds.append(mel_cepstral_distortion(real, copy, sr)[0])
         model_s, vocoder_s, audio_s = model_s + s.model_seconds, vocoder_s + s.vocoder_seconds, audio_s + s.duration
         if not s.stopped:
             not_stopped.append(u.utt_id)
@@ -164,12 +178,14 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
         tr = Transcriber(asr)
         syn_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(syn_items)}, out / "synth")
         real_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(real_items)}, out / "real")
+        copy_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(copy_items)}, out / "copy")
         res.update(wer_synth=syn_stats.rate, wer_synth_line=syn_stats.kaldi_line(), wer_real=real_stats.rate,
-                   wer_real_line=real_stats.kaldi_line(),
+                   wer_real_line=real_stats.kaldi_line(), wer_copy=copy_stats.rate, wer_copy_line=copy_stats.kaldi_line(),
                    asr_model=str(asr_model) if isinstance(asr_model, (str, Path)) else "<object>")
     res.update({
-        "mcd_db": float(np.mean(mcds)), "mcd_db_std": float(np.std(mcds)),
-        "mcd_desc": "mel cepstra c1-c24 (DCT of 40-band log mel amplitude, 25 ms / 5 ms), DTW-aligned, "
+        "mcd_db": float(np.mean(mcds)), "mcd_db_std": float(np.std(mcds)), "mcd_copy_db": float(np.mean(copy_mcds)),
+        "mcd_desc": "mel cepstra c1-c24 (cosine transform of 40-band natural-log mel amplitude, real-cepstrum "
+                    "scale, 25 ms / 5 ms frames), DTW-aligned, "
                     "10*sqrt(2)/ln10 * mean Euclidean distance over the path",
         "rtf": (model_s + vocoder_s) / max(audio_s, 1e-9), "rtf_model": model_s / max(audio_s, 1e-9),
         "rtf_vocoder": vocoder_s / max(audio_s, 1e-9), "synth_audio_s": audio_s,
@@ -258,7 +274,7 @@ def cmd_evaluate(a) -> int:
     res = evaluate(a.model, utts, a.asr_model, a.out_dir, a.seed, a.max_steps, a.plots)
     asr = f"ASR {res['wer_synth_line']} (real recordings: {res['wer_real_line']}), " if "wer_synth" in res else ""
     print(f"synthesized {res['utterances']}: {asr}"
-          f"MCD {res['mcd_db']:.2f} dB, RTF {res['rtf']:.3f} (model {res['rtf_model']:.3f}, vocoder "
+          f"MCD {res['mcd_db']:.2f} dB (copy synthesis {res['mcd_copy_db']:.2f}), RTF {res['rtf']:.3f} (model {res['rtf_model']:.3f}, vocoder "
           f"{res['rtf_vocoder']:.3f}) -> {a.out_dir}/results.json")
     return 0
 

@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ESPEAK = ROOT / "recipes" / "espeak"
 
-runs = [["bench/bench_rnn_paths.py"], ["bench/bench_transcribe.py"], ["bench/bench_train_throughput.py"]]
+runs = [["bench/bench_rnn_paths.py"], ["bench/bench_transcribe.py"], ["bench/bench_train_throughput.py"],
+        ["bench/bench_synthesize.py"]]
 lm = ESPEAK / "exp" / "lm" / "3gram.arpa"
 if lm.exists():
     runs.append(["bench/bench_beam.py", "--model", str(ESPEAK / "exp" / "train"), "--data",

@@ -340,6 +340,7 @@ def test_evaluate_reports_intelligibility_mcd_and_rtf(tmp_path):
     assert res["utterances"] == 2 and res["mcd_db"] > 0 and res["rtf"] > 0
     assert res["rtf"] == pytest.approx(res["rtf_model"] + res["rtf_vocoder"])
     assert (tmp_path / "eval" / "synth" / "wer").read_text().startswith("%WER")
+    assert res["mcd_copy_db"] >= 0 and (tmp_path / "eval" / "copy" / "wer").exists()
     assert (tmp_path / "eval" / "real" / "wer").exists() and (tmp_path / "eval" / "plots" / "r0.png").exists()
     assert sorted(p.name for p in (tmp_path / "eval" / "wav").iterdir()) == ["r0.wav", "r1.wav"]
     no_asr = evaluate(tiny_model(), utts[:1], "none", tmp_path / "e2", max_steps=3, plots=0, progress=False)
