@@ -32,6 +32,9 @@ class FeatureConfig:
     preemphasis: float = 0.97
     dither: float = 1e-5  # training only: breaks exact digital silence, whose log is -inf
     cmvn: str | None = None  # JSON file with global mean/std, computed by `asr cmvn`
+    # Subtract each utterance's own mean log-mel (after global CMVN): removes the long-term spectral
+    # envelope a speaker and a microphone add. Needs the whole utterance, so not for streaming.
+    utterance_cmn: bool = False
 
 
 @dataclass

@@ -122,6 +122,7 @@ class Frontend(nn.Module):
         self.cmvn = GlobalCMVN(feat_cfg.n_mels)
         self.specaug = SpecAugment(aug_cfg or AugmentConfig())
         self.output_size = feat_cfg.n_mels
+        self.utterance_cmn = feat_cfg.utterance_cmn
         if feat_cfg.cmvn:
             self.load_cmvn(feat_cfg.cmvn)
 
@@ -137,7 +138,10 @@ class Frontend(nn.Module):
     def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats, lens = self.logmel(wav, wav_lens)
         feats = self.cmvn(feats)
-        feats = feats * lengths_to_mask(lens, feats.size(1)).unsqueeze(-1).to(feats.dtype)
+        mask = lengths_to_mask(lens, feats.size(1)).unsqueeze(-1).to(feats.dtype)
+        feats = feats * mask
+        if self.utterance_cmn:  # the mean over the utterance's own frames, never its padding
+            feats = (feats - feats.sum(1, keepdim=True) / lens.clamp(min=1).view(-1, 1, 1).to(feats.dtype)) * mask
         return self.specaug(feats, lens), lens
 
 

@@ -24,8 +24,10 @@ def test_logmel_matches_librosa(n_fft, win, hop, n_mels):
     np.testing.assert_allclose(ours[0].numpy(), np.log(ref.T + 1e-6), atol=1e-3)
 
 
-def test_padding_does_not_change_features():
-    cfg = FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, n_mels=40)
+@pytest.mark.parametrize("utterance_cmn", [False, True])
+def test_padding_does_not_change_features(utterance_cmn):
+    cfg = FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, n_mels=40,
+                        utterance_cmn=utterance_cmn)
     fe = Frontend(cfg).eval()
     torch.manual_seed(0)
     a = torch.randn(3000) * 0.1
@@ -68,3 +70,16 @@ def test_speed_perturb_changes_length():
     assert abs(len(speed_perturb(x, 1.1)) - 8000 / 1.1) < 2
     assert abs(len(speed_perturb(x, 0.9)) - 8000 / 0.9) < 2
     assert speed_perturb(x, 1.0) is x
+
+
+def test_utterance_cmn_removes_a_fixed_channel_gain_per_band():
+    # A fixed filter (here a gain) is a constant offset per mel band in the log domain: the
+    # utterance mean takes it out, so the same words through two channels give the same features.
+    cfg = FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, n_mels=20, dither=0.0,
+                        preemphasis=0.0, utterance_cmn=True)
+    fe = Frontend(cfg).eval()
+    torch.manual_seed(0)
+    a = torch.randn(4000) * 0.1
+    x, lens = fe(torch.stack([a, 4.0 * a]), torch.tensor([4000, 4000]))
+    torch.testing.assert_close(x[0], x[1], atol=5e-3, rtol=0)  # up to the log floor of quiet bins
+    assert x[0].mean(0).abs().max() < 1e-4
