@@ -315,19 +315,19 @@ class CTCBeamDecoder:
 
     # --- searches -------------------------------------------------------------------------------
 
-    def _flashlight_search(self, log_probs: np.ndarray) -> list[Beam]:
+    def _flashlight_search(self, log_probs: np.ndarray, prune: bool = True) -> list[Beam]:
         from flashlight.lib.text.decoder import (CriterionType, LexiconDecoder, LexiconDecoderOptions,
                                                  LexiconFreeDecoder, LexiconFreeDecoderOptions)
 
         frames, vocab = log_probs.shape
         emissions = log_probs.astype(np.float32)
-        if self._cutoff_prob < 1.0:
+        if prune and self._cutoff_prob < 1.0:
             # ctcdecode's cutoff_prob: per frame, keep the most probable labels covering that mass
             order = np.argsort(-emissions, axis=1)
             p = np.exp(np.take_along_axis(emissions, order, 1).astype(np.float64))
             drop = np.empty((frames, vocab), bool)
             np.put_along_axis(drop, order, np.cumsum(p, 1) - p >= self._cutoff_prob, 1)
-            emissions[drop] = -np.inf
+            emissions[drop] = _PRUNED
         # flashlight's LM scores are log10; alpha weighs ln, as in ctcdecode
         lm_weight = self._alpha * math.log(10) if self._has_lm else 0.0
         options = dict(beam_size=self._beam_width, beam_size_token=min(self._cutoff_top_n, vocab),
@@ -335,11 +335,11 @@ class CTCBeamDecoder:
                        log_add=True, criterion_type=CriterionType.CTC)
         if self._words is not None:
             # One more frame that can only be a space, so that the last word is closed and scored.
-            closing = np.full((1, vocab), -np.inf, np.float32)
+            closing = np.full((1, vocab), _PRUNED, np.float32)
             closing[0, self._space] = 0.0
             emissions = np.concatenate([emissions, closing])
             decoder = LexiconDecoder(
-                LexiconDecoderOptions(**options, word_score=self._beta, unk_score=-math.inf),
+                LexiconDecoderOptions(**options, word_score=self._beta, unk_score=_PRUNED),
                 self._trie, self._lm, self._space, self._blank, self._unk, [], False)
         else:
             # Blank as flashlight's silence: with the space there, a space in the first frame
@@ -358,7 +358,8 @@ class CTCBeamDecoder:
             # hypotheses merged by log_add share their LM history, so this leaves the log-sum of
             # their acoustic scores
             acoustic = r.score - lm_weight * r.lmScore - self._beta * n_words
-            hyps.append((tuple(labels), tuple(starts), acoustic))
+            if acoustic > _PRUNED / 2:  # a path through a pruned label is no hypothesis
+                hyps.append((tuple(labels), tuple(starts), acoustic))
         # in lexicon mode, spellings that differ in extra spaces are one transcript: add them up
         return _merge(hyps, np.logaddexp)
 
@@ -368,6 +369,10 @@ class CTCBeamDecoder:
         if self._backend == "prefix":
             return _prefix_search(log_probs, self._beam_width, self._blank)
         hyps = self._flashlight_search(log_probs)
+        if not hyps and self._cutoff_prob < 1.0:
+            # cutoff_prob pruned away every path the lexicon can spell: search again unpruned
+            # rather than return nothing (or a NaN score) for the utterance
+            hyps = self._flashlight_search(log_probs, prune=False)
         if self._words is None and not self._has_lm:
             # Both scores sum a subset of the paths of the same labels: the larger is the better
             # estimate, and the best of the union is at least the prefix search's best.
@@ -421,6 +426,11 @@ class CTCBeamDecoder:
             raise ValueError(f"beta={beta} (a per-word bonus) needs a word-level LM or a lexicon; "
                              "with a token-level LM use alpha alone")
         self._alpha, self._beta = alpha, beta
+
+
+# The emission of a label flashlight must not take. Not -inf: flashlight's log-add of two -inf
+# scores is NaN, and with -inf in the emissions its results changed from one call to the next.
+_PRUNED = -1e10
 
 
 def _load_kenlm(path: str, dictionary):

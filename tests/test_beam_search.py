@@ -155,6 +155,21 @@ def test_lexicon_restricts_words_and_separates_them(tmp_path):
     assert timesteps[0, 0, :7].tolist() == [0, 1, 2, 3, 4, 5, 6]
 
 
+def test_cutoff_prob_that_prunes_every_lexicon_path_still_gives_finite_scores():
+    # "ccb" said clearly; the lexicon has no word of those letters and cutoff_prob 0.9 leaves only
+    # c and b each frame: every path the lexicon allows goes through a pruned label.
+    # Jittered: with exactly tied scores flashlight's beam order (and so its n-best) varies run to run.
+    probs = peaked([{"c": 0.97}, {"c": 0.97}, {"b": 0.97}]).double()
+    probs *= torch.from_numpy(np.random.default_rng(0).uniform(0.8, 1.2, probs.shape))
+    probs /= probs.sum(-1, keepdim=True)
+    pruned = CTCBeamDecoder(LABELS, lexicon=["tab", "at"], beam_width=5, cutoff_prob=0.9).decode(probs)
+    unpruned = CTCBeamDecoder(LABELS, lexicon=["tab", "at"], beam_width=5).decode(probs)
+    beam_results, scores, _, out_lens = pruned
+    assert torch.isfinite(scores[0, 0]) and not torch.isnan(scores).any()
+    assert text(LABELS, beam_results, out_lens) == text(LABELS, unpruned[0], unpruned[3])
+    torch.testing.assert_close(scores[0, 0], unpruned[1][0, 0])
+
+
 def test_token_lm_flips_a_close_call(tmp_path):
     arpa = _write_arpa(tmp_path / "tokens.arpa", {"a": -1.0, "b": -4.0, "c": -1.0, "t": -0.5, "|": -1.0})
     beam_results, _, _, out_lens = CTCBeamDecoder(LABELS, arpa, alpha=1.0, beam_width=10).decode(
