@@ -522,7 +522,10 @@ def cmd_list(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    res = evaluate(_load(a), a.enroll, a.test, a.out_dir, a.trials, a.new_speaker_utts, a.seed, a.threshold)
+    model = _load(a)
+    if a.backend:
+        model.use_backend(a.backend)
+    res = evaluate(model, a.enroll, a.test, a.out_dir, a.trials, a.new_speaker_utts, a.seed, a.threshold)
     eer_s = "n/a" if res["eer"] is None else f"{res['eer']:.2f}%"
     print(f"identification acc {res['acc']:.2f}% ({res['identified']} utts, {len(res['speakers'])} speakers"
           + (f"; new speakers {res['acc_new_speakers']:.2f}%" if "acc_new_speakers" in res else "")
@@ -576,6 +579,9 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--new-speaker-utts", type=int, default=10,
                    help="test utterances to enroll a speaker absent from --enroll")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=["none", "znorm", "fused"], default=None,
+                   help="score with this back-end instead of the model's fitted one (none: the network's "
+                        "embedding alone)")
     p.set_defaults(func=cmd_evaluate)
 
 

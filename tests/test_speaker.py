@@ -223,6 +223,20 @@ def test_packages_from_before_backends_still_load_and_score_raw(tiny):
     torch.testing.assert_close(loaded.embed(wav, lens), torch.nn.functional.normalize(model(wav, lens), dim=-1))
     with pytest.raises(ValueError, match="model.extra.backend"):
         SpeakerModel(small_cfg(extra={"backend": "plda"}), ["a", "b"])
+    with pytest.raises(ValueError, match="no fitted back-end"):
+        loaded.use_backend("fused")
+    loaded.use_backend("none")
+
+
+def test_use_backend_none_scores_with_the_network_alone():
+    torch.manual_seed(0)
+    model = SpeakerModel(small_cfg(), ["lo", "hi"]).eval()
+    batch = make_voices()
+    raw = model.embed(batch.wav, batch.wav_lens)
+    model.fit_backend([batch])
+    assert not torch.allclose(model.embed(batch.wav, batch.wav_lens)[:, :8], raw)
+    model.use_backend("none")
+    torch.testing.assert_close(model.embed(batch.wav, batch.wav_lens), raw)
 
 
 # -- detection metrics -----------------------------------------------------------------------

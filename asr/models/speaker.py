@@ -212,6 +212,15 @@ class SpeakerModel(nn.Module):
             emb = torch.cat([emb, float(self.extra["stats_weight"]) * F.normalize(stats, dim=-1)], dim=-1)
         return F.normalize(emb, dim=-1)
 
+    def use_backend(self, kind: str) -> None:
+        """Score with another back-end than the fitted one (`none`: the network alone), to compare."""
+        if kind not in BACKENDS:
+            raise ValueError(f"back-end {kind!r} is not one of {sorted(BACKENDS)}")
+        if kind != "none" and self.backend is None:
+            raise ValueError(f"back-end {kind!r}: this model has no fitted back-end (a package from before "
+                             "back-ends); only 'none' is possible")
+        self.backend = kind
+
     def _set_backend(self, kind: str, emb_mean, emb_scale, stats_mean, stats_transform) -> None:
         self.backend = kind
         for name, value in [("emb_mean", emb_mean), ("emb_scale", emb_scale), ("stats_mean", stats_mean),
