@@ -166,6 +166,10 @@ def test_config_errors_are_named():
         TTSModel(tiny_cfg(reducton=2), Vocabulary.from_texts(["a"]), ["a"])
     with pytest.raises(ValueError, match="encoder_dim"):
         TTSModel(tiny_cfg(encoder_dim=15), Vocabulary.from_texts(["a"]), ["a"])
+    cmn = tiny_cfg()
+    cmn.features.utterance_cmn = True
+    with pytest.raises(ValueError, match="utterance_cmn"):
+        TTSModel(cmn, Vocabulary.from_texts(["a"]), ["a"])
     with pytest.raises(ValueError, match="no transcripts"):
         model_class("tts").from_training_data(tiny_cfg(), [Utterance("u", "x.wav", "", "a")])
 

@@ -178,6 +178,9 @@ class TTSModel(nn.Module):
         m = cfg.model
         if m.cell not in CELLS:
             raise ValueError(f"model.cell: {m.cell!r} is not one of {sorted(CELLS)}")
+        if getattr(cfg.features, "utterance_cmn", False):
+            raise ValueError("features.utterance_cmn: not for a tts model, whose mel targets must keep "
+                             "the speaker's spectral envelope")
         ex = self.extra = tts_extra(cfg)
         self.r = int(ex["reduction"])
         self.n_mels = cfg.features.n_mels

@@ -7,6 +7,7 @@
 #   ./run.sh [--stage N] [--stop-stage N] [--variant jackson|multi] [--force true] [--ship true]
 # Variants: jackson  one voice (FSDD speaker jackson; shipped as `digits-tts`), conf/jackson.yaml
 #           multi    all five speakers with a learned speaker-embedding table, conf/multi.yaml
+# Numbers: results/<variant>.md (written by stage 5) and RESULTS.md (all variants + results/notes.md).
 # Stages: 0 prepare (data_prep.fsdd --speakers ...), 1 train, 2 synthesize + evaluate on the
 #         speaker's test_conn strings (ASR WER with `digits`, MCD, RTF on one thread),
 #         3 plots (attention alignments and mel spectrograms, PNG), 4 package, 5 RESULTS.md,
@@ -101,6 +102,10 @@ print(f"| synthesis real-time factor ({r['threads']} thread) | {r['rtf']:.3f} (m
 print(f"| strings whose stop token never fired | {len(r['not_stopped'])} |")
 print(f"\nMCD: {r['mcd_desc']}. Plots: `results/{variant}/`.")
 PY
+  # RESULTS.md: every variant's measured section, then the notes written by hand (results/notes.md).
+  { echo "# tts_digits results (FSDD, Zohar Jackson et al., CC BY-SA 4.0)"; echo
+    for f in results/jackson.md results/multi.md results/notes.md; do [ -f "$f" ] && { cat "$f"; echo; }; done
+  } > RESULTS.md
   cat "results/$variant.md"
   done_stage 5 results
 fi
