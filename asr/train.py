@@ -94,6 +94,8 @@ class CSVLog:
             with open(path) as f:
                 self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
         self.fields = ["step", "epoch", "split", "loss", "lr", "grad_norm", "utts_per_s", "audio_s_per_s"]
+        for r in self.rows:  # the dev metrics of a resumed run's rows are columns too
+            self.fields += [k for k in r if k not in self.fields]
 
     def add(self, **row) -> None:
         for k in row:
@@ -299,7 +301,8 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
 
     model.train()
     bad_log = open(exp_dir / "bad_utts.txt", "a") if rank == 0 else None
-    stop = step >= total_steps
+    # A run that stopped early stays stopped on --resume (unless train.patience was raised).
+    stop = step >= total_steps or (bool(tc.patience) and bad_evals >= tc.patience)
     t_last, utts_since, audio_since = time.time(), 0, 0.0
     loss_sum, loss_n = 0.0, 0  # over the micro-batches of one optimizer step
     while not stop and epoch < tc.max_epochs:

@@ -74,6 +74,28 @@ def test_kill_minus_9_then_resume_equals_uninterrupted_run(tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def test_resuming_an_early_stopped_run_stays_stopped_and_keeps_its_log(tmp_path):
+    # Dev = train data, patience 1: a tiny model's dev WER stalls within a few epochs and stops the run.
+    data = make_data(tmp_path, n=4)
+    conf = write_config(tmp_path, data, dev_data=[str(data)], max_steps=0, max_epochs=40, patience=1,
+                        batch_seconds=10.0, lr=1e-4)
+    first = run_train(conf, tmp_path / "exp")
+    assert first.returncode == 0, first.stderr[-2000:]
+    steps = final_weights(tmp_path / "exp")["step"]
+    assert steps < 40, "the run should have stopped early"
+    log_before = (tmp_path / "exp" / "train_log.csv").read_text()
+    again = run_train(conf, tmp_path / "exp", "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resumed from step {steps}" in again.stderr and f"finished at step {steps}" in again.stderr
+    assert final_weights(tmp_path / "exp")["step"] == steps
+    assert (tmp_path / "exp" / "train_log.csv").read_text() == log_before
+    # raising the patience continues the run, with the old rows' dev columns kept
+    more = run_train(conf, tmp_path / "exp", "--resume", "train.patience=3")
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert final_weights(tmp_path / "exp")["step"] > steps
+    assert "wer" in (tmp_path / "exp" / "train_log.csv").read_text().splitlines()[0]
+
+
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path):
     data = make_data(tmp_path)
     conf = write_config(tmp_path, data, max_steps=4)
