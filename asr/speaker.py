@@ -95,7 +95,7 @@ def embed_arrays(model, wavs: list[np.ndarray], batch_size: int = 16) -> np.ndar
     """1-D waveforms at the model's sample rate -> (N, D) L2-normalised embeddings (float32)."""
     was_training = model.training
     model.eval()
-    out = np.zeros((len(wavs), model.cfg.model.embedding_dim), dtype=np.float32)
+    out = None  # the back-end decides the width: the network's embedding, or it joined with statistics
     order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))  # similar lengths, little padding
     try:
         for start in range(0, len(order), batch_size):
@@ -105,10 +105,13 @@ def embed_arrays(model, wavs: list[np.ndarray], batch_size: int = 16) -> np.ndar
             for row, i in enumerate(idx):
                 x[row, : len(wavs[i])] = torch.from_numpy(np.asarray(wavs[i], dtype=np.float32))
             dev = _device(model)
-            out[idx] = model.embed(x.to(dev), lens.to(dev)).cpu().numpy()
+            emb = model.embed(x.to(dev), lens.to(dev)).cpu().numpy()
+            if out is None:
+                out = np.zeros((len(wavs), emb.shape[1]), dtype=np.float32)
+            out[idx] = emb
     finally:
         model.train(was_training)
-    return out
+    return out if out is not None else np.zeros((0, model.cfg.model.embedding_dim), dtype=np.float32)
 
 
 def embed_files(model, paths, on_error=None, batch_size: int = 16) -> tuple[list[str], np.ndarray]:
