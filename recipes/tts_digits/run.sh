@@ -90,8 +90,8 @@ m, ex = c["model"], c["model"]["extra"]
 print(f"## {variant} ({day}, {machine})\n")
 print(f"Config `{config}`: r={ex.get('reduction')}, {m['cell'].upper()} decoder {m['hidden_size']}, encoder "
       f"{ex.get('encoder_dim')}, {c['features']['n_mels']} mels at {c['features']['sample_rate']} Hz, hop "
-      f"{c['features']['hop_length']}. Trained {rows[-1]['step']} steps ({rows[-1]['epoch']} epochs"
-      + (f", {int(secs.read_text()) / 60:.0f} min wall clock on one thread" if secs.exists() else "") + f"); "
+      f"{c['features']['hop_length']}. Trained {rows[-1]['step']} steps ({int(rows[-1]['epoch']) + 1} epochs"
+      + (f", {int(secs.read_text()) / 60:.0f} min wall clock on one thread, sharing the 2 cores with other trainings" if secs.exists() else "") + f"); "
       f"best dev loss {float(best['loss']):.3f} at step {best['step']} (attention focus {float(best['focus']):.2f}).\n")
 print("| metric | value |\n|---|---|")
 print(f"| intelligibility: `digits` ASR on {r['utterances']} synthesized strings | {r['wer_synth_line']} |")
