@@ -390,3 +390,13 @@ def test_fsdd_prep_keeps_only_the_chosen_speakers(tmp_path):
     assert fsdd.main([*args, "--num-conn-train", "4", "--speakers", "bob", str(out)]) == 0
     assert {u.speaker for s in ("train", "train_conn", "test") for u in read_data_dir(out / s)} == {"bob"}
     assert fsdd.main([*args, "--speakers", "carl", str(tmp_path / "x")]) != 0
+
+
+def test_shipped_digits_tts_is_understood_by_the_shipped_asr_model():
+    from asr.pretrained import load_model, registry
+    from asr.transcribe import Transcriber
+
+    assert registry()["digits-tts"]["arch"] == "tts"
+    s = synthesize("digits-tts", "4096", seed=0)
+    assert s.stopped and s.sample_rate == 8000 and 0.8 < s.duration < 5.0
+    assert Transcriber(load_model("digits")).transcribe(s.wav, s.sample_rate).text == "four zero nine six"
