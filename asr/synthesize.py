@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,6 @@ class Synthesis:
     model_seconds: float = 0.0
     vocoder_seconds: float = 0.0
     speaker: str | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def duration(self) -> float:
