@@ -148,6 +148,7 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
         asr = load_model(asr_model) if isinstance(asr_model, (str, Path)) else asr_model
     sr = model.cfg.features.sample_rate
     syn_items, real_items, copy_items, refs, mcds, copy_mcds, rows = [], [], [], {}, [], [], []
+    by_speaker: dict[str, list[float]] = {}
     model_s = vocoder_s = audio_s = 0.0
     not_stopped = []
     multi = model.speaker_embedding is not None
@@ -168,6 +169,7 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
         real_items.append((u.utt_id, real))
         refs[u.utt_id] = u.text
         mcds.append(mcd)
+        by_speaker.setdefault(u.speaker, []).append(mcd)
         rows.append(f"{u.utt_id}\t{mcd:.3f}\t{s.duration:.2f}\t{len(real) / sr:.2f}\t{s.text}\n")
         if i < plots:
             plot_synthesis(s, out / "plots" / f"{u.utt_id}.png", f"{u.utt_id}: {s.text!r}")
@@ -183,6 +185,8 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
                    asr_model=str(asr_model) if isinstance(asr_model, (str, Path)) else "<object>")
     res.update({
         "mcd_db": float(np.mean(mcds)), "mcd_db_std": float(np.std(mcds)), "mcd_copy_db": float(np.mean(copy_mcds)),
+        "mcd_per_speaker": {k: round(float(np.mean(v)), 3) for k, v in sorted(by_speaker.items())},
+        "voices": "each utterance's own speaker" if multi else f"the model's one voice ({model.speakers[0]})",
         "mcd_desc": "mel cepstra c1-c24 (cosine transform of 40-band natural-log mel amplitude, real-cepstrum "
                     "scale, 25 ms / 5 ms frames), DTW-aligned, "
                     "10*sqrt(2)/ln10 * mean Euclidean distance over the path",

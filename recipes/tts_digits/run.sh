@@ -100,7 +100,9 @@ print(f"| same ASR on copy synthesis (real recordings' mels -> Griffin-Lim: the 
 print(f"| mel cepstral distortion vs the real recordings | {r['mcd_db']:.2f} dB (std {r['mcd_db_std']:.2f}; copy synthesis {r['mcd_copy_db']:.2f} dB) |")
 print(f"| synthesis real-time factor ({r['threads']} thread) | {r['rtf']:.3f} (model {r['rtf_model']:.3f} + Griffin-Lim {r['rtf_vocoder']:.3f}) |")
 print(f"| strings whose stop token never fired | {len(r['not_stopped'])} |")
-print(f"\nMCD: {r['mcd_desc']}. Plots: `results/{variant}/`.")
+if len(r.get("mcd_per_speaker", {})) > 1:
+    print("| MCD per speaker | " + ", ".join(f"{k} {v:.2f} dB" for k, v in r["mcd_per_speaker"].items()) + " |")
+print(f"\nVoices: {r.get('voices', '')}. MCD: {r['mcd_desc']}. Plots: `results/{variant}/`.")
 PY
   # RESULTS.md: every variant's measured section, then the notes written by hand (results/notes.md).
   { echo "# tts_digits results (FSDD, Zohar Jackson et al., CC BY-SA 4.0)"; echo
