@@ -102,7 +102,7 @@ print(f"| synthesis real-time factor ({r['threads']} thread) | {r['rtf']:.3f} (m
 print(f"| strings whose stop token never fired | {len(r['not_stopped'])} |")
 if len(r.get("mcd_per_speaker", {})) > 1:
     print("| MCD per speaker | " + ", ".join(f"{k} {v:.2f} dB" for k, v in r["mcd_per_speaker"].items()) + " |")
-print(f"\nVoices: {r.get('voices', '')}. MCD: {r['mcd_desc']}. Plots: `results/{variant}/`.")
+print("\n" + (f"Voices: {r['voices']}. " if "voices" in r else "") + f"MCD: {r['mcd_desc']}. Plots: `results/{variant}/`.")
 PY
   # RESULTS.md: every variant's measured section, then the notes written by hand (results/notes.md).
   { echo "# tts_digits results (FSDD, Zohar Jackson et al., CC BY-SA 4.0)"; echo
