@@ -400,3 +400,15 @@ def test_shipped_digits_tts_is_understood_by_the_shipped_asr_model():
     s = synthesize("digits-tts", "4096", seed=0)
     assert s.stopped and s.sample_rate == 8000 and 0.8 < s.duration < 5.0
     assert Transcriber(load_model("digits")).transcribe(s.wav, s.sample_rate).text == "four zero nine six"
+
+
+def test_gru_decoder_trains_and_decodes():
+    cfg = tiny_cfg()
+    cfg.model.cell = "gru"
+    torch.manual_seed(0)
+    model = TTSModel(cfg, Vocabulary.from_texts(TEXTS), ["a"]).train()
+    out = model.compute_loss(batch_of(TEXTS))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.decoder_rnn.weight_hh.grad is not None
+    ids, lens, spk = text_batch(model.eval(), ["nine"])
+    assert model.infer(ids, lens, spk, max_steps=4, stop_threshold=1.1)["mel"].shape == (1, 8, 20)
