@@ -135,7 +135,7 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
     from tqdm import tqdm
 
     from .audio import load_audio, save_audio
-    from .metrics import mel_cepstral_distortion, score
+    from .metrics import corpus_wer, mel_cepstral_distortion, score
     from .pretrained import load_model
     from .transcribe import Transcriber
 
@@ -177,9 +177,15 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
     res = {"utterances": len(refs), "seed": seed}
     if asr is not None:
         tr = Transcriber(asr)
-        syn_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(syn_items)}, out / "synth")
+        syn_hyps = {t.path: t.text for t in tr.transcribe_arrays(syn_items)}
+        syn_stats = score(refs, syn_hyps, out / "synth")
         real_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(real_items)}, out / "real")
         copy_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(copy_items)}, out / "copy")
+        speakers = {u.utt_id: u.speaker for u in utts}
+        res["wer_synth_per_speaker"] = {
+            spk: round(corpus_wer([refs[k] for k in refs if speakers[k] == spk],
+                                  [syn_hyps[k] for k in refs if speakers[k] == spk]).rate, 2)
+            for spk in sorted(set(speakers.values()))}
         res.update(wer_synth=syn_stats.rate, wer_synth_line=syn_stats.kaldi_line(), wer_real=real_stats.rate,
                    wer_real_line=real_stats.kaldi_line(), wer_copy=copy_stats.rate, wer_copy_line=copy_stats.kaldi_line(),
                    asr_model=str(asr_model) if isinstance(asr_model, (str, Path)) else "<object>")

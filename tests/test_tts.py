@@ -342,6 +342,7 @@ def test_evaluate_reports_intelligibility_mcd_and_rtf(tmp_path):
         utts.append(Utterance(f"r{i}", str(p), t, "a"))
     res = evaluate(tiny_model(), utts, "digits", tmp_path / "eval", max_steps=5, plots=1, progress=False)
     assert res["utterances"] == 2 and res["mcd_db"] > 0 and res["rtf"] > 0 and list(res["mcd_per_speaker"]) == ["a"]
+    assert list(res["wer_synth_per_speaker"]) == ["a"]
     assert res["rtf"] == pytest.approx(res["rtf_model"] + res["rtf_vocoder"])
     assert (tmp_path / "eval" / "synth" / "wer").read_text().startswith("%WER")
     assert res["mcd_copy_db"] >= 0 and (tmp_path / "eval" / "copy" / "wer").exists()

@@ -100,6 +100,8 @@ print(f"| same ASR on copy synthesis (real recordings' mels -> Griffin-Lim: the 
 print(f"| mel cepstral distortion vs the real recordings | {r['mcd_db']:.2f} dB (std {r['mcd_db_std']:.2f}; copy synthesis {r['mcd_copy_db']:.2f} dB) |")
 print(f"| synthesis real-time factor ({r['threads']} thread) | {r['rtf']:.3f} (model {r['rtf_model']:.3f} + Griffin-Lim {r['rtf_vocoder']:.3f}) |")
 print(f"| strings whose stop token never fired | {len(r['not_stopped'])} |")
+if len(r.get("wer_synth_per_speaker", {})) > 1:
+    print("| ASR WER per speaker (synthesized) | " + ", ".join(f"{k} {v:.2f} %" for k, v in r["wer_synth_per_speaker"].items()) + " |")
 if len(r.get("mcd_per_speaker", {})) > 1:
     print("| MCD per speaker | " + ", ".join(f"{k} {v:.2f} dB" for k, v in r["mcd_per_speaker"].items()) + " |")
 print("\n" + (f"Voices: {r['voices']}. " if "voices" in r else "") + f"MCD: {r['mcd_desc']}. Plots: `results/{variant}/`.")
