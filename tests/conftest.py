@@ -14,7 +14,9 @@ needs_yesno = pytest.mark.skipif(not YESNO.is_dir(), reason=f"yesno not found at
 
 @pytest.fixture(autouse=True)
 def _few_threads(monkeypatch):
-    # Tests run on 2 cores next to each other; keep torch from oversubscribing.
+    # Tests run on 2 cores next to each other; keep torch from oversubscribing. OMP_NUM_THREADS=1
+    # (a machine another job shares) is honoured: two spinning OpenMP threads on one free core
+    # made step-by-step decoders about 20x slower.
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(max(1, min(2, int(os.environ.get("OMP_NUM_THREADS", "2") or 2))))
