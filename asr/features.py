@@ -79,6 +79,16 @@ class GlobalCMVN(nn.Module):
         self.mean.copy_(mean)
         self.istd.copy_(1.0 / std.clamp(min=1e-5))
 
+    def load(self, path: str | Path) -> None:
+        """Statistics from the JSON file `asr cmvn` writes."""
+        try:
+            stats = json.loads(Path(path).read_text())
+            self.set_stats(stats["mean"], stats["std"])
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: CMVN statistics not found (run the recipe's cmvn stage)") from None
+        except (KeyError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a CMVN statistics file ({e})") from None
+
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return (feats - self.mean) * self.istd
 
@@ -127,13 +137,7 @@ class Frontend(nn.Module):
             self.load_cmvn(feat_cfg.cmvn)
 
     def load_cmvn(self, path: str | Path) -> None:
-        try:
-            stats = json.loads(Path(path).read_text())
-            self.cmvn.set_stats(stats["mean"], stats["std"])
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: CMVN statistics not found (run the recipe's cmvn stage)") from None
-        except (KeyError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a CMVN statistics file ({e})") from None
+        self.cmvn.load(path)
 
     def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats, lens = self.logmel(wav, wav_lens)

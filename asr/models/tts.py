@@ -38,9 +38,7 @@ decoder RNNs, model.cell their kind (lstm | gru), model.dropout the encoder/post
 """
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -226,8 +224,7 @@ class TTSModel(nn.Module):
             raise ValueError("tts model: the training data has no transcripts")
         model = cls(cfg, vocab, sorted({u.speaker for u in utterances}))
         if cfg.features.cmvn:  # statistics from `asr cmvn` (same LogMel), else estimated here
-            stats = json.loads(Path(cfg.features.cmvn).read_text())
-            model.cmvn.set_stats(stats["mean"], stats["std"])
+            model.cmvn.load(cfg.features.cmvn)
             return model
         n = int(model.extra["cmvn_utts"])
         sample = random.Random(cfg.train.seed).sample(utterances, min(n, len(utterances)))
@@ -410,10 +407,7 @@ class TTSModel(nn.Module):
             mel = self.cmvn(mel)
         T = -(-mel.size(1) // self.r) * self.r
         mel = F.pad(mel, (0, 0, 0, T - mel.size(1)))
-        text_lens = torch.tensor([len(x) for x in ids], device=device)
-        ids_t = torch.zeros(len(ids), int(text_lens.max()), dtype=torch.long, device=device)
-        for row, x in enumerate(ids):
-            ids_t[row, : len(x)] = torch.tensor(x, device=device)
+        ids_t, text_lens = pad_ids(ids, device)
         spk = torch.tensor([self.speaker_index.get(batch.speakers[i], 0) for i in ok], device=device)
         return (ids_t, text_lens, mel, mel_lens, spk), dropped
 
@@ -477,9 +471,15 @@ def text_batch(model: TTSModel, texts: list[str], speakers: list[str | None] | N
         except ValueError as e:
             raise ValueError(f"text {i + 1}: {e}" if len(texts) > 1 else str(e)) from None
     spk = [model.speaker_id(s) for s in (speakers or [None] * len(texts))]
+    t, lens = pad_ids(ids, device)
+    return t, lens, torch.tensor(spk, device=device)
+
+
+def pad_ids(ids: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id sequences -> (B, longest) tensor padded with 0 and their lengths."""
     lens = torch.tensor([len(x) for x in ids], device=device)
     t = torch.zeros(len(ids), int(lens.max()), dtype=torch.long, device=device)
     for row, x in enumerate(ids):
         t[row, : len(x)] = torch.tensor(x, device=device)
-    return t, lens, torch.tensor(spk, device=device)
+    return t, lens
 
