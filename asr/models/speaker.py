@@ -87,12 +87,19 @@ class AttentiveStatsPooling(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = lengths_to_mask(lengths, x.size(1))
-        w = self.attention(x).squeeze(-1).float().masked_fill(~mask, float("-inf")).softmax(-1).unsqueeze(-1)
-        x = x.float().masked_fill(~mask.unsqueeze(-1), 0.0)
-        mean = (w * x).sum(1)
-        var = (w * x.square()).sum(1) - mean.square()
-        # The floor keeps sqrt's gradient finite on one-frame or constant inputs.
-        return torch.cat([mean, var.clamp(min=1e-6).sqrt()], dim=-1)
+        w = self.attention(x).squeeze(-1).float().masked_fill(~mask, float("-inf")).softmax(-1)
+        return weighted_mean_std(x, w, mask)
+
+
+def weighted_mean_std(x: torch.Tensor, w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) frames, (B, T) weights summing to 1 over each utterance's own frames -> (B, 2D)
+    weighted mean and standard deviation; padding frames count for nothing."""
+    x = x.float().masked_fill(~mask.unsqueeze(-1), 0.0)
+    w = w.unsqueeze(-1)
+    mean = (w * x).sum(1)
+    var = (w * x.square()).sum(1) - mean.square()
+    # The floor keeps sqrt's gradient finite on one-frame or constant inputs.
+    return torch.cat([mean, var.clamp(min=1e-6).sqrt()], dim=-1)
 
 
 class AMSoftmax(nn.Module):
@@ -193,11 +200,8 @@ class SpeakerModel(nn.Module):
     @staticmethod
     def _spectral_stats(x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         """Mean and standard deviation over each utterance's own frames of its log-mel features."""
-        mask = lengths_to_mask(lens, x.size(1)).unsqueeze(-1).float()
-        n = mask.sum(1).clamp(min=1.0)
-        mean = (x.float() * mask).sum(1) / n
-        var = ((x.float() - mean.unsqueeze(1)).square() * mask).sum(1) / n
-        return torch.cat([mean, var.clamp(min=1e-6).sqrt()], dim=-1)
+        mask = lengths_to_mask(lens, x.size(1))
+        return weighted_mean_std(x, mask.float() / lens.clamp(min=1).unsqueeze(-1).float(), mask)
 
     def embed(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
         """(B, S) waveforms -> (B, D) L2-normalised embeddings as the back-end scores them; cosine
