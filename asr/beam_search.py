@@ -57,6 +57,28 @@ def ctc_forward_logprob(log_probs: np.ndarray, tokens: Sequence[int], blank_id: 
     return -float(nll)
 
 
+def ctc_log_likelihoods(log_probs: np.ndarray | torch.Tensor, candidates: Sequence[Sequence[int]],
+                        blank_id: int = 0) -> np.ndarray:
+    """Exact ln P_CTC(candidate | log_probs) of each label sequence, in one batched forward pass.
+
+    -inf where a candidate needs more frames than there are (CTC cannot emit it).
+    """
+    lp = torch.as_tensor(np.asarray(log_probs, dtype=np.float64) if isinstance(log_probs, np.ndarray)
+                         else log_probs.detach().to("cpu", torch.float64))
+    n = len(candidates)
+    if n == 0:
+        return np.zeros(0)
+    frames = lp.shape[0]
+    if frames == 0:
+        return np.array([0.0 if len(c) == 0 else -math.inf for c in candidates])
+    targets = torch.tensor([t for c in candidates for t in c], dtype=torch.long)
+    nll = torch.nn.functional.ctc_loss(
+        lp[:, None, :].expand(frames, n, lp.shape[1]), targets, torch.full((n,), frames, dtype=torch.long),
+        torch.tensor([len(c) for c in candidates], dtype=torch.long), blank=blank_id, reduction="none",
+        zero_infinity=False)
+    return -nll.numpy()
+
+
 def _prefix_search(log_probs: np.ndarray, beam_width: int, blank_id: int) -> list[Beam]:
     """Prefix beam search; (labels, start frames, ln prob over the kept paths), best first.
 
@@ -269,6 +291,7 @@ class CTCBeamDecoder:
         else:
             lm_dict = Dictionary(written)
         self._lm = _load_kenlm(model_path, lm_dict) if model_path is not None else ZeroLM()
+        self._lm_dict = lm_dict
 
         if self._words is not None:
             self._trie = Trie(len(self._labels), self._space)
@@ -416,6 +439,33 @@ class CTCBeamDecoder:
                 beam_scores[b, k] = -logp
                 out_lens[b, k] = len(labels)
         return beam_results, beam_scores, timesteps, out_lens
+
+    def lm_score(self, labels: Sequence[int]) -> float:
+        """alpha·ln P_LM + beta·words of a label sequence: what the search adds to a beam's
+        acoustic score when it ranks it (0 without LM and lexicon). Lets a caller rank
+        transcripts that come from elsewhere (an ensemble's other members) on the same scale.
+        """
+        if self._ctcdecode is not None:
+            raise ValueError("lm_score needs the flashlight backend (ctcdecode does not expose its scorer)")
+        if self._backend == "prefix":
+            return 0.0
+        lm_weight = self._alpha * math.log(10) if self._has_lm else 0.0  # flashlight's LM is log10
+        labels = [v for v in labels if v != self._blank]
+        if self._words is not None:
+            text = "".join(self._labels[v] for v in labels)
+            units = [self._lm_dict.get_index(w) if w in self._words else self._unk
+                     for w in text.split(self._labels[self._space]) if w]
+            n_words = len(units)
+        else:
+            units, n_words = labels, 0
+        if not lm_weight:
+            return self._beta * n_words
+        state, total = self._lm.start(False), 0.0
+        for unit in units:
+            state, s = self._lm.score(state, unit)
+            total += s
+        total += self._lm.finish(state)[1]
+        return lm_weight * total + self._beta * n_words
 
     def reset_params(self, alpha: float, beta: float) -> None:
         """Change the LM weight and word bonus (ctcdecode's reset_params)."""

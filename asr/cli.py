@@ -1,5 +1,5 @@
-"""`asr` command line: train | cmvn | decode | tune | score | package | transcribe | models | speaker |
-synthesize.
+"""`asr` command line: train | cmvn | decode | tune | score | package | ensemble | transcribe | models |
+speaker | synthesize.
 
 Every recipe stage is one of these commands, so a user can run any stage alone.
 `python -m asr ...` is the same CLI, which is what lets `torchrun -m asr train ...` run DDP.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 
 def _add_model_args(p):
     p.add_argument("--model", default=None, help="model name (see `asr models`), package file, exp dir or URL")
-    p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy")
+    p.add_argument("--decoder", choices=["greedy", "beam"], default=None,
+                   help="default: the package's own (decode.decoder: beam for a tuned package or ensemble)")
     p.add_argument("--lm", default=None, help="KenLM ARPA/binary for --decoder beam")
     p.add_argument("--beam-width", type=int, default=None)
     p.add_argument("--alpha", type=float, default=None, help="LM weight (natural log)")
@@ -129,6 +131,32 @@ def cmd_package(a) -> int:
     return 0
 
 
+def cmd_ensemble(a) -> int:
+    import copy
+
+    from .models.ensemble import CTCEnsemble
+    from .pretrained import load_model, package_relative_lm, save_package
+
+    members = [load_model(m) for m in a.models]
+    ensemble = CTCEnsemble(members, copy.deepcopy(members[0].cfg), names=a.models)
+    d = ensemble.cfg.decode
+    if a.lm is None and d.lm:  # the first member's (tuned) LM, wherever the ensemble is written
+        a.lm = d.lm if os.path.isabs(d.lm) else os.path.join(os.path.dirname(members[0].package_path), d.lm)
+    d.lm = package_relative_lm(a.lm, a.output)
+    d.decoder = a.decoder or ("beam" if a.lm else d.decoder)
+    d.beam_width = a.beam_width or d.beam_width
+    d.alpha = d.alpha if a.alpha is None else a.alpha
+    d.beta = d.beta if a.beta is None else a.beta
+    info = {"members": [{"model": m, **{k: v for k, v in (getattr(x, "info", {}) or {}).items()
+                                        if k in ("date", "recipe", "result", "best")}}
+                        for m, x in zip(a.models, members)]}
+    save_package(ensemble, a.output, info)
+    print(f"ensemble: {len(members)} members, decoder {d.decoder}"
+          + (f" (beam {d.beam_width}, LM {d.lm}, alpha {d.alpha}, beta {d.beta})" if d.decoder == "beam" else "")
+          + f" -> {a.output}")
+    return 0
+
+
 def cmd_models(a) -> int:
     from .pretrained import read_header, registry, resolve
 
@@ -224,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--info", action="append", default=[], help="key=value (value may be JSON)")
     p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("ensemble", help="combine CTC models with one vocabulary into one package "
+                       "(transcripts chosen by the members' mean CTC likelihood)")
+    p.add_argument("models", nargs="+", help="member models: names, package files or exp dirs")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--decoder", choices=["greedy", "beam"], default=None,
+                   help="default: beam when there is an LM, else the first member's")
+    p.add_argument("--lm", default=None, help="KenLM ARPA/binary (default: the first member's tuned LM)")
+    p.add_argument("--beam-width", type=int, default=None)
+    p.add_argument("--alpha", type=float, default=None, help="LM weight (natural log)")
+    p.add_argument("--beta", type=float, default=None, help="word insertion bonus")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("models", help="list known pretrained models")
     p.set_defaults(func=cmd_models)

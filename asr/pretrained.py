@@ -62,6 +62,13 @@ def save_package(model, path: str | Path, info: dict | None = None) -> Path:
     return path
 
 
+def package_relative_lm(lm: str | os.PathLike | None, package_path: str | os.PathLike) -> str | None:
+    """An LM path as a package records it: relative to the package, so both can move together."""
+    if lm is None:
+        return None
+    return os.path.relpath(os.path.abspath(lm), os.path.abspath(Path(package_path).parent))
+
+
 def read_header(path: str | Path) -> dict:
     """The package's metadata without loading the weights (for `asr models`)."""
     path = Path(path)

@@ -60,7 +60,7 @@ def split_on_pauses(wav: np.ndarray, sr: int, max_segment: float = 20.0, frame: 
 class Transcriber:
     """Batched transcription with a loaded CTC model and a greedy or beam decoder."""
 
-    def __init__(self, model, decoder: str = "greedy", lm: str | None = None, beam_width: int | None = None,
+    def __init__(self, model, decoder: str | None = None, lm: str | None = None, beam_width: int | None = None,
                  alpha: float | None = None, beta: float | None = None, batch_size: int = 8,
                  max_segment: float = 20.0, nbest: int = 1):
         self.model = model.eval()
@@ -70,6 +70,7 @@ class Transcriber:
         self.max_segment = max_segment
         self.nbest = nbest
         self.beam = None
+        decoder = decoder or model.cfg.decode.decoder  # a package says how it decodes best (asr tune)
         if decoder == "beam":
             from .beam_search import CTCBeamDecoder
 
@@ -93,8 +94,10 @@ class Transcriber:
         wav = torch.zeros(len(segments), int(lens.max()))
         for i, s in enumerate(segments):
             wav[i, : len(s)] = torch.from_numpy(s)
-        log_probs, out_lens = self.model(wav.to(self.device), lens.to(self.device))
-        log_probs, out_lens = log_probs.cpu(), out_lens.cpu()
+        out = self.model(wav.to(self.device), lens.to(self.device))
+        if isinstance(out, list):  # an ensemble (asr.models.ensemble): one output per member
+            return self._ensemble_hypotheses([(lp.cpu(), n.cpu()) for lp, n in out])
+        log_probs, out_lens = out[0].cpu(), out[1].cpu()
         if self.beam is None:
             return greedy_decode(log_probs, out_lens, self.model.vocab, self.model.frame_shift)
         return self._beam_hypotheses(log_probs, out_lens)
@@ -115,6 +118,44 @@ class Transcriber:
             h.nbest = [{"text": vocab.decode(results[b, k, : int(lens[b, k])].tolist()).strip(),
                         "score": round(-float(scores[b, k]), 4) if np.isfinite(float(scores[b, k])) else None}
                        for k in range(min(self.nbest, results.size(1))) if int(lens[b, k]) > 0]
+            hyps.append(h)
+        return hyps
+
+    def _proposals(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[list[tuple[list[int], list[int]]]]:
+        """Per utterance, the (labels, start frames) a member proposes: its greedy path or its n-best."""
+        if self.beam is None:
+            return [[(h.tokens, h.frames)] for h in greedy_decode(log_probs, out_lens, self.model.vocab)]
+        results, _, timesteps, lens = self.beam.decode(log_probs, out_lens)
+        return [[(results[b, k, :int(lens[b, k])].tolist(), timesteps[b, k, :int(lens[b, k])].tolist())
+                 for k in range(results.size(1)) if k == 0 or int(lens[b, k]) > 0]
+                for b in range(log_probs.size(0))]
+
+    def _ensemble_hypotheses(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Hypothesis]:
+        """Every member's proposals, ranked by the members' mean exact CTC log-likelihood + LM terms."""
+        from .beam_search import ctc_log_likelihoods
+
+        vocab, members = self.model.vocab, self.model.members
+        proposals = [self._proposals(lp, n) for lp, n in outputs]
+        hyps = []
+        for b in range(outputs[0][0].size(0)):
+            # one candidate per transcript, labelled canonically (single spaces, none at the edges),
+            # remembering the first member that proposed it for word times
+            found: dict[str, tuple[int, list[int], list[int]]] = {}
+            for m, props in enumerate(proposals):
+                for tokens, frames in props[b]:
+                    found.setdefault(" ".join(vocab.decode(tokens).split()), (m, tokens, frames))
+            texts = list(found)
+            labels = [vocab.encode(t) for t in texts]
+            acoustic = np.mean([ctc_log_likelihoods(lp[b, :int(n[b])], labels, vocab.blank_id)
+                                for lp, n in outputs], axis=0)
+            total = acoustic + np.array([self.beam.lm_score(x) if self.beam is not None else 0.0 for x in labels])
+            order = np.argsort(-total, kind="stable")
+            m, tokens, frames = found[texts[order[0]]]
+            h = Hypothesis(texts[order[0]], tokens, frames, float(acoustic[order[0]]))
+            lp, n = outputs[m]
+            h.words = words_from_labels(tokens, frames, lp[b].exp(), vocab, members[m].frame_shift, int(n[b]))
+            h.nbest = [{"text": texts[i], "score": round(float(total[i]), 4) if np.isfinite(total[i]) else None}
+                       for i in order[:self.nbest]]
             hyps.append(h)
         return hyps
 

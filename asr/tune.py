@@ -200,13 +200,13 @@ def write_results(rows: list[dict], out_dir: str | os.PathLike, greedy: dict | N
 def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLike | None,
                   out_path: str | os.PathLike) -> Path:
     """A copy of the package whose cfg.decode holds the tuned values; LM path relative to it."""
-    from .pretrained import load_model, save_package
+    from .pretrained import load_model, package_relative_lm, save_package
 
     model = load_model(model_path)
     d = model.cfg.decode
     d.decoder, d.beam_width = "beam", int(best["beam_width"])
     d.alpha, d.beta = float(best["alpha"]), float(best["beta"])
-    d.lm = None if lm is None else os.path.relpath(os.path.abspath(lm), os.path.abspath(Path(out_path).parent))
+    d.lm = package_relative_lm(lm, out_path)
     info = dict(getattr(model, "info", {}) or {})
     info["tuned"] = {k: best[k] for k in ("alpha", "beta", "beam_width", "wer", "data", "lm", "greedy_wer")}
     return save_package(model, out_path, info)
@@ -224,6 +224,9 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
         raise FileNotFoundError(f"--lm {lm}: no such file")
     package = resolve(model)
     acoustic = load_model(package, device)
+    if getattr(acoustic, "members", None) is not None:
+        raise TuneError(f"{package}: an ensemble; tune its members, then build it with `asr ensemble "
+                        "--lm --alpha --beta --beam-width` (or from a tuned first member)")
     dump = out / DUMP_FILE
     key = dump_key(acoustic, data_dir)
     post = Posteriors.load(dump) if dump.exists() else None

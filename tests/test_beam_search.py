@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from asr.beam_search import CTCBeamDecoder, ctc_forward_logprob, prefix_beam_search
+from tests.helpers import write_arpa
 
 pytest.importorskip("flashlight.lib.text.decoder")
 
@@ -107,24 +108,12 @@ def test_best_beam_never_below_prefix_search(seed, frames, vocab, beam_width):
         assert (starts[1:] > starts[:-1]).all() and (starts < frames).all()
 
 
-def _write_arpa(path, unigrams: dict[str, float], bigrams: dict[tuple[str, str], float] = {}):
-    # KenLM loads nothing below order 2, so there is always a bigram section
-    bigrams = {("<s>", "</s>"): -2.0, **bigrams}
-    lines = ["\\data\\", f"ngram 1={len(unigrams) + 3}", f"ngram 2={len(bigrams)}", "",
-             "\\1-grams:", "-99\t<s>\t-0.3", "-1.0\t</s>", "-5.0\t<unk>"]
-    lines += [f"{p}\t{w}\t-0.3" for w, p in unigrams.items()]
-    lines += ["", "\\2-grams:"] + [f"{p}\t{a} {b}" for (a, b), p in bigrams.items()]
-    lines += ["", "\\end\\", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
 # "ca?": the last letter is acoustically a close call, b (0.45) slightly ahead of t (0.4)
 CLOSE_CALL = [{"c": 0.9}, {"_": 0.9}, {"a": 0.9}, {"_": 0.9}, {"b": 0.45, "t": 0.4}, {"_": 0.9}]
 
 
 def test_word_lm_flips_a_close_call(tmp_path):
-    arpa = _write_arpa(tmp_path / "words.arpa", {"cat": -0.1, "cab": -3.0})
+    arpa = write_arpa(tmp_path / "words.arpa", {"cat": -0.1, "cab": -3.0})
     probs = peaked(CLOSE_CALL)
     no_lm = CTCBeamDecoder(LABELS, beam_width=10).decode(probs)
     assert text(LABELS, no_lm[0], no_lm[3]) == "cab"
@@ -171,7 +160,7 @@ def test_cutoff_prob_that_prunes_every_lexicon_path_still_gives_finite_scores():
 
 
 def test_token_lm_flips_a_close_call(tmp_path):
-    arpa = _write_arpa(tmp_path / "tokens.arpa", {"a": -1.0, "b": -4.0, "c": -1.0, "t": -0.5, "|": -1.0})
+    arpa = write_arpa(tmp_path / "tokens.arpa", {"a": -1.0, "b": -4.0, "c": -1.0, "t": -0.5, "|": -1.0})
     beam_results, _, _, out_lens = CTCBeamDecoder(LABELS, arpa, alpha=1.0, beam_width=10).decode(
         peaked(CLOSE_CALL))
     assert text(LABELS, beam_results, out_lens) == "cat"
@@ -187,7 +176,7 @@ def test_unicode_and_multicharacter_labels(tmp_path):
         beam_results, _, _, out_lens = CTCBeamDecoder(labels, backend=backend).decode(probs)
         assert text(labels, beam_results, out_lens) == "жиё 日本語"
     # a word LM over these words, lexicon from the ARPA file, words spelled with the long tokens
-    arpa = _write_arpa(tmp_path / "u.arpa", {"жиё": -0.5, "日本語": -0.5, "жи": -3.0},
+    arpa = write_arpa(tmp_path / "u.arpa", {"жиё": -0.5, "日本語": -0.5, "жи": -3.0},
                        {("жиё", "日本語"): -0.1})
     beam_results, _, _, out_lens = CTCBeamDecoder(labels, arpa, alpha=0.5, beta=1.0).decode(probs)
     assert text(labels, beam_results, out_lens) == "жиё 日本語"

@@ -14,20 +14,11 @@ from asr.text import Vocabulary
 from asr.transcribe import Transcriber
 from asr.tune import DUMP_FILE, Posteriors, TuneError, grid_search, main as tune_main, tune
 from data_prep import espeak
+from tests.helpers import write_arpa
 
 pytest.importorskip("flashlight.lib.text.decoder")
 
 LABELS = ["<blank>", " ", "a", "b", "c", "t"]
-
-
-def write_arpa(path, unigrams: dict[str, float]):
-    # KenLM loads nothing below order 2, so there is always a bigram section
-    lines = ["\\data\\", f"ngram 1={len(unigrams) + 3}", "ngram 2=1", "", "\\1-grams:",
-             "-99\t<s>\t-0.3", "-1.0\t</s>", "-5.0\t<unk>"]
-    lines += [f"{p}\t{w}\t-0.3" for w, p in unigrams.items()]
-    lines += ["", "\\2-grams:", "-2.0\t<s> </s>", "", "\\end\\", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
 
 
 def log_probs(frames: list[dict[str, float]]) -> np.ndarray:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from .acoustic import CTCModel
+from .ensemble import CTCEnsemble
 from .speaker import SpeakerModel
 from .tts import TTSModel
 
-_ARCHS = {"ctc": CTCModel, "speaker": SpeakerModel, "tts": TTSModel}
+_ARCHS = {"ctc": CTCModel, "ctc-ensemble": CTCEnsemble, "speaker": SpeakerModel, "tts": TTSModel}
 
 
 def register(cls) -> None:
