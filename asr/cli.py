@@ -116,9 +116,12 @@ def cmd_score(a) -> int:
 
 
 def cmd_package(a) -> int:
-    from .pretrained import load_model, save_package
+    from .pretrained import load_model, package_relative_lm, save_package
 
     model = load_model(a.model)
+    d = model.cfg.decode
+    if d.lm and not os.path.isabs(d.lm):  # it names its LM relative to itself: keep it found
+        d.lm = package_relative_lm(os.path.join(os.path.dirname(model.package_path), d.lm), a.output)
     info = dict(getattr(model, "info", {}) or {})
     for item in a.info:
         k, _, v = item.partition("=")
@@ -126,7 +129,7 @@ def cmd_package(a) -> int:
             info[k] = json.loads(v)
         except json.JSONDecodeError:
             info[k] = v
-    save_package(model, a.output, info)
+    save_package(model, a.output, info, half=a.half)
     print(f"package: {a.output}")
     return 0
 
@@ -150,7 +153,7 @@ def cmd_ensemble(a) -> int:
     info = {"members": [{"model": m, **{k: v for k, v in (getattr(x, "info", {}) or {}).items()
                                         if k in ("date", "recipe", "result", "best")}}
                         for m, x in zip(a.models, members)]}
-    save_package(ensemble, a.output, info)
+    save_package(ensemble, a.output, info, half=a.half)
     print(f"ensemble: {len(members)} members, decoder {d.decoder}"
           + (f" (beam {d.beam_width}, LM {d.lm}, alpha {d.alpha}, beta {d.beta})" if d.decoder == "beam" else "")
           + f" -> {a.output}")
@@ -251,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--info", action="append", default=[], help="key=value (value may be JSON)")
+    p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
     p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("ensemble", help="combine CTC models with one vocabulary into one package "
@@ -263,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-width", type=int, default=None)
     p.add_argument("--alpha", type=float, default=None, help="LM weight (natural log)")
     p.add_argument("--beta", type=float, default=None, help="word insertion bonus")
+    p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
     p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("models", help="list known pretrained models")

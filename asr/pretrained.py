@@ -44,9 +44,15 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_package(model, path: str | Path, info: dict | None = None) -> Path:
-    """Write `model` (any toolkit model) with its config and metadata to one file, atomically."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def save_package(model, path: str | Path, info: dict | None = None, half: bool = False) -> Path:
+    """Write `model` (any toolkit model) with its config and metadata to one file, atomically.
+
+    half: store the parameters in float16 (half the file; loading casts them back to float32).
+    Buffers such as the CMVN statistics keep their precision.
+    """
+    params = {name for name, _ in model.named_parameters()} if half else set()
+    tensors = {k: (v.half() if k in params and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -201,10 +207,26 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.dev
 
 
 def ship(package: str | Path, name: str, data: str = "", result: str = "") -> Path:
-    """Copy a package into the Python package as an embedded model and list it in the registry."""
+    """Copy a package into the Python package as an embedded model and list it in the registry.
+
+    A package that decodes with an LM (decode.lm, relative to it) takes the LM along, as
+    `<name>.<suffix>` beside it, and its header is rewritten to point there; weights are untouched.
+    """
     pkg = read_package(package)  # refuse to ship a broken file
     dest = EMBEDDED_DIR / f"{name}.safetensors"
-    atomic_write_bytes(dest, Path(package).read_bytes())
+    lm = pkg.cfg.decode.lm
+    if lm:
+        src = Path(lm) if os.path.isabs(lm) else Path(package).parent / lm
+        if not src.is_file():
+            raise PackageError(f"{package}: its decode.lm {lm!r} is not at {src}")
+        lm_dest = EMBEDDED_DIR / f"{name}{src.suffix or '.arpa'}"
+        atomic_write_bytes(lm_dest, src.read_bytes())
+        meta = read_header(package)
+        config = json.loads(meta["config"])
+        config["decode"]["lm"] = lm_dest.name
+        atomic_write_bytes(dest, save(pkg.tensors, metadata={**meta, "config": json.dumps(config, ensure_ascii=False)}))
+    else:
+        atomic_write_bytes(dest, Path(package).read_bytes())
     reg = registry()
     reg[name] = {"file": dest.name, "arch": pkg.arch, "data": data, "result": result,
                  "sha256": sha256_file(dest), "size_mb": round(dest.stat().st_size / 2**20, 1)}

@@ -135,3 +135,43 @@ def test_cli_writes_an_ensemble_that_decodes_with_its_lm_and_refuses_what_it_can
     assert cli_main(["ensemble", str(a), str(c), "-o", str(tmp_path / "bad.safetensors")]) == 2
     assert "c.safetensors: its labels" in capsys.readouterr().err
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_half_package_is_half_the_size_and_decodes_the_same(tmp_path):
+    ensemble = CTCEnsemble([tiny_model(0, hidden=32), tiny_model(1, hidden=32)])
+    full = save_package(ensemble, tmp_path / "full.safetensors")
+    half = save_package(ensemble, tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    pkg = read_package(half)
+    assert pkg.tensors["members.0.output.weight"].dtype == torch.float16
+    assert all(t.dtype == torch.float32 for k, t in pkg.tensors.items() if "cmvn" in k)  # buffers kept
+    a, b = load_model(full), load_model(half)
+    assert next(b.parameters()).dtype == torch.float32
+    wav = noise(5, 8000)
+    assert Transcriber(a, "greedy").transcribe(wav, 8000).text == Transcriber(b, "greedy").transcribe(wav, 8000).text
+
+
+def test_shipping_a_package_takes_its_lm_along(tmp_path, monkeypatch):
+    from asr import pretrained
+
+    monkeypatch.setattr(pretrained, "EMBEDDED_DIR", tmp_path / "embedded")
+    monkeypatch.setattr(pretrained, "REGISTRY_FILE", tmp_path / "embedded" / "registry.json")
+    (tmp_path / "embedded").mkdir()
+    (tmp_path / "lm").mkdir()
+    arpa = write_arpa(tmp_path / "lm" / "3gram.arpa", {"cat": -0.1, "tab": -1.0})
+    a = save_package(tiny_model(0), tmp_path / "a.safetensors")
+    out = tmp_path / "exp" / "ens" / "model.safetensors"
+    assert cli_main(["ensemble", str(a), str(a), "-o", str(out), "--lm", str(arpa), "--half"]) == 0
+    assert read_package(out).cfg.decode.lm == "../../lm/3gram.arpa"
+    # a copy elsewhere (asr package) still finds the LM
+    moved = tmp_path / "elsewhere" / "digits.safetensors"
+    assert cli_main(["package", "--model", str(out), "-o", str(moved), "--half"]) == 0
+    assert read_package(moved).cfg.decode.lm == "../lm/3gram.arpa"
+    shipped = pretrained.ship(moved, "toy")
+    assert shipped == tmp_path / "embedded" / "toy.safetensors"
+    assert (tmp_path / "embedded" / "toy.arpa").read_bytes() == arpa.read_bytes()
+    pkg = read_package(shipped)
+    assert pkg.cfg.decode.lm == "toy.arpa" and pkg.tensors["members.0.output.weight"].dtype == torch.float16
+    arpa.unlink()  # the shipped model decodes with its own copy
+    tr = Transcriber(load_model("toy"))
+    assert tr.beam is not None and set(tr.transcribe(noise(1), 8000).text.split()) <= {"cat", "tab"}
