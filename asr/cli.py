@@ -164,7 +164,7 @@ def cmd_models(a) -> int:
     from .pretrained import read_header, registry, resolve
 
     reg = registry()
-    print(f"{'name':<16} {'size':>8}  {'arch':<8} {'trained on':<32} result")
+    print(f"{'name':<16} {'size':>8}  {'arch':<12} {'trained on':<32} result")
     for name, entry in sorted(reg.items()):
         try:
             path = resolve(name) if "file" in entry else None
@@ -174,7 +174,7 @@ def cmd_models(a) -> int:
         except Exception as e:  # a broken entry must not hide the others
             size, info = "?", {"error": str(e)}
         arch = entry.get("arch", "")
-        print(f"{name:<16} {size:>8}  {arch:<8} {entry.get('data') or info.get('data', ''):<32} "
+        print(f"{name:<16} {size:>8}  {arch:<12} {entry.get('data') or info.get('data', ''):<32} "
               f"{entry.get('result') or info.get('result', info.get('error', ''))}")
     return 0
 

@@ -5,7 +5,9 @@ Beam search with an n-gram LM, behind ctcdecode's API, lives in `asr.beam_search
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .text import SPACE, Vocabulary
@@ -127,3 +129,46 @@ def words_from_labels(tokens: list[int], frames: list[int], probs: torch.Tensor,
             last_end = bounds[k]
     flush(last_end if chars else num_frames)
     return words
+
+
+# -- combining the transcripts several models propose (asr.models.ensemble) ---------------------
+
+Proposal = tuple[list[int], list[int]]  # labels, output frame where each starts
+
+
+def beam_proposals(decoder, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Proposal]]:
+    """Per utterance of a batch, the n-best list of a `CTCBeamDecoder` as proposals."""
+    results, _, timesteps, out_lens = decoder.decode(log_probs, lengths)
+    return [[(results[b, k, :int(out_lens[b, k])].tolist(), timesteps[b, k, :int(out_lens[b, k])].tolist())
+             for k in range(results.size(1)) if k == 0 or int(out_lens[b, k]) > 0]
+            for b in range(results.size(0))]
+
+
+@dataclass
+class Candidate:
+    text: str
+    score: float  # acoustic + LM terms: what the candidates are ranked by
+    acoustic: float  # the members' mean ln P_CTC(text | audio)
+    member: int  # the first member that proposed it: tokens and frames are on its clock
+    tokens: list[int]
+    frames: list[int]
+
+
+def rank_proposals(proposals: Sequence[Sequence[Proposal]], log_probs: Sequence, vocab: Vocabulary,
+                   lm_score: Callable[[list[int]], float] | None = None) -> list[Candidate]:
+    """One utterance: every transcript the members propose (proposals[m]), best first by the
+    members' mean exact CTC log-likelihood (log_probs[m]: member m's (T_m, V) output) plus
+    lm_score(labels) (a beam decoder's alpha·ln P_LM + beta·words)."""
+    from .beam_search import ctc_log_likelihoods
+
+    found: dict[str, tuple[int, list[int], list[int]]] = {}
+    for m, props in enumerate(proposals):
+        for tokens, frames in props:
+            # one candidate per transcript, however a member spaced it
+            found.setdefault(" ".join(vocab.decode(tokens).split()), (m, tokens, frames))
+    texts = list(found)
+    labels = [vocab.encode(t) for t in texts]  # canonical: single spaces, none at the edges
+    acoustic = np.mean([ctc_log_likelihoods(lp, labels, vocab.blank_id) for lp in log_probs], axis=0)
+    total = acoustic + (np.array([lm_score(x) for x in labels]) if lm_score is not None else 0.0)
+    return [Candidate(texts[i], float(total[i]), float(acoustic[i]), *found[texts[i]])
+            for i in np.argsort(-total, kind="stable")]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .audio import AudioError, load_audio
-from .decode import Hypothesis, Word, greedy_decode, words_from_labels
+from .decode import Hypothesis, Proposal, Word, beam_proposals, greedy_decode, rank_proposals, words_from_labels
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
 
@@ -121,41 +121,28 @@ class Transcriber:
             hyps.append(h)
         return hyps
 
-    def _proposals(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[list[tuple[list[int], list[int]]]]:
-        """Per utterance, the (labels, start frames) a member proposes: its greedy path or its n-best."""
+    def _proposals(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[list[Proposal]]:
+        """Per utterance, what a member proposes: its greedy path, or its n-best list."""
         if self.beam is None:
             return [[(h.tokens, h.frames)] for h in greedy_decode(log_probs, out_lens, self.model.vocab)]
-        results, _, timesteps, lens = self.beam.decode(log_probs, out_lens)
-        return [[(results[b, k, :int(lens[b, k])].tolist(), timesteps[b, k, :int(lens[b, k])].tolist())
-                 for k in range(results.size(1)) if k == 0 or int(lens[b, k]) > 0]
-                for b in range(log_probs.size(0))]
+        return beam_proposals(self.beam, log_probs, out_lens)
 
     def _ensemble_hypotheses(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Hypothesis]:
         """Every member's proposals, ranked by the members' mean exact CTC log-likelihood + LM terms."""
-        from .beam_search import ctc_log_likelihoods
-
         vocab, members = self.model.vocab, self.model.members
         proposals = [self._proposals(lp, n) for lp, n in outputs]
+        lm_score = self.beam.lm_score if self.beam is not None else None
         hyps = []
         for b in range(outputs[0][0].size(0)):
-            # one candidate per transcript, labelled canonically (single spaces, none at the edges),
-            # remembering the first member that proposed it for word times
-            found: dict[str, tuple[int, list[int], list[int]]] = {}
-            for m, props in enumerate(proposals):
-                for tokens, frames in props[b]:
-                    found.setdefault(" ".join(vocab.decode(tokens).split()), (m, tokens, frames))
-            texts = list(found)
-            labels = [vocab.encode(t) for t in texts]
-            acoustic = np.mean([ctc_log_likelihoods(lp[b, :int(n[b])], labels, vocab.blank_id)
-                                for lp, n in outputs], axis=0)
-            total = acoustic + np.array([self.beam.lm_score(x) if self.beam is not None else 0.0 for x in labels])
-            order = np.argsort(-total, kind="stable")
-            m, tokens, frames = found[texts[order[0]]]
-            h = Hypothesis(texts[order[0]], tokens, frames, float(acoustic[order[0]]))
-            lp, n = outputs[m]
-            h.words = words_from_labels(tokens, frames, lp[b].exp(), vocab, members[m].frame_shift, int(n[b]))
-            h.nbest = [{"text": texts[i], "score": round(float(total[i]), 4) if np.isfinite(total[i]) else None}
-                       for i in order[:self.nbest]]
+            ranked = rank_proposals([p[b] for p in proposals], [lp[b, :int(n[b])] for lp, n in outputs], vocab,
+                                    lm_score)
+            best = ranked[0]
+            h = Hypothesis(best.text, best.tokens, best.frames, best.acoustic)
+            lp, n = outputs[best.member]
+            h.words = words_from_labels(best.tokens, best.frames, lp[b].exp(), vocab,
+                                        members[best.member].frame_shift, int(n[b]))
+            h.nbest = [{"text": c.text, "score": round(c.score, 4) if np.isfinite(c.score) else None}
+                       for c in ranked[:self.nbest]]
             hyps.append(h)
         return hyps
 

@@ -7,7 +7,8 @@ DIR/dev_logprobs.npz (reused while the model's weights and the data dir are the 
 point only re-runs the search. Writes DIR/results.tsv and DIR/results.md (sorted by WER, greedy
 decoding as the baseline), DIR/best.json, and DIR/model.safetensors: the model package with the
 best values as its decoding defaults (cfg.decode), its LM path written relative to that file so
-the two can move together.
+the two can move together. An ensemble (`asr ensemble`) is tuned as it decodes: every member's
+log-probabilities are dumped, and each grid point ranks the members' n-best lists.
 """
 from __future__ import annotations
 
@@ -122,29 +123,50 @@ def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16)
                       list(model.vocab.tokens), model.vocab.blank_id, dump_key(model, data_dir))
 
 
-def greedy_texts(post: Posteriors) -> list[str]:
-    from .decode import greedy_decode
+def _padded(chunk: list[np.ndarray], num_labels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lens = torch.tensor([len(x) for x in chunk])
+    lp = torch.zeros(len(chunk), int(lens.max()), num_labels)  # padding: past the lengths, unread
+    for i, x in enumerate(chunk):
+        lp[i, :len(x)] = torch.from_numpy(x)
+    return lp, lens
+
+
+def proposals(post: Posteriors, decoder=None, batch: int = 32) -> list[list[tuple[list[int], list[int]]]]:
+    """Per utterance: the greedy path (decoder None) or the beam decoder's n-best list."""
+    from .decode import beam_proposals, greedy_decode
     from .text import Vocabulary
 
-    vocab = Vocabulary(post.labels)
-    return [greedy_decode(torch.from_numpy(lp)[None], torch.tensor([len(lp)]), vocab)[0].text
-            for lp in post.log_probs]
+    vocab, out = Vocabulary(post.labels), []
+    for s in range(0, len(post.log_probs), batch):
+        lp, lens = _padded(post.log_probs[s:s + batch], len(post.labels))
+        out += ([[(h.tokens, h.frames)] for h in greedy_decode(lp, lens, vocab)] if decoder is None
+                else beam_proposals(decoder, lp, lens))
+    return out
+
+
+def _text(post: Posteriors, labels: list[int]) -> str:
+    """Single spaces, no edge spaces."""
+    return " ".join("".join(post.labels[t] for t in labels if t != post.blank_id).split())
+
+
+def greedy_texts(post: Posteriors) -> list[str]:
+    return [_text(post, p[0][0]) for p in proposals(post)]
 
 
 def beam_texts(decoder, post: Posteriors, batch: int = 32) -> list[str]:
-    """Best beam of each utterance as text (single spaces, no edge spaces)."""
-    texts = []
-    for s in range(0, len(post.log_probs), batch):
-        chunk = post.log_probs[s:s + batch]
-        lens = torch.tensor([len(x) for x in chunk])
-        lp = torch.zeros(len(chunk), int(lens.max()), len(post.labels))  # padding: past seq_lens, unread
-        for i, x in enumerate(chunk):
-            lp[i, :len(x)] = torch.from_numpy(x)
-        results, _, _, out_lens = decoder.decode(lp, lens)
-        for i in range(len(chunk)):
-            ids = results[i, 0, :int(out_lens[i, 0])].tolist()
-            texts.append(" ".join("".join(post.labels[t] for t in ids if t != post.blank_id).split()))
-    return texts
+    """Best beam of each utterance as text."""
+    return [_text(post, p[0][0]) for p in proposals(post, decoder, batch)]
+
+
+def ensemble_texts(posts: list[Posteriors], vocab, decoder=None) -> list[str]:
+    """An ensemble's transcripts (asr.models.ensemble): members' proposals ranked by their mean
+    CTC log-likelihood plus the decoder's LM terms."""
+    from .decode import rank_proposals
+
+    props = [proposals(p, decoder) for p in posts]
+    lm_score = decoder.lm_score if decoder is not None else None
+    return [rank_proposals([pr[i] for pr in props], [p.log_probs[i] for p in posts], vocab, lm_score)[0].text
+            for i in range(len(posts[0].log_probs))]
 
 
 def _row(stats: ErrorStats, cer: ErrorStats, seconds: float, n: int, **params) -> dict:
@@ -152,15 +174,19 @@ def _row(stats: ErrorStats, cer: ErrorStats, seconds: float, n: int, **params) -
             "cer": round(cer.rate, 2), "utt_per_s": round(n / max(seconds, 1e-9), 1)}
 
 
-def grid_search(post: Posteriors, lm: str | os.PathLike | None, alphas: Sequence[float] = (0.5,),
+def grid_search(post: Posteriors | list[Posteriors], lm: str | os.PathLike | None, alphas: Sequence[float] = (0.5,),
                 betas: Sequence[float] = (1.0,), beams: Sequence[int] = (16,), *,
-                lexicon: str | os.PathLike | None = None, progress: bool = True) -> list[dict]:
+                lexicon: str | os.PathLike | None = None, progress: bool = True, vocab=None) -> list[dict]:
     """WER of every (beam width, alpha, beta) on the posteriors, best first.
 
+    A list of posteriors is an ensemble's members (with their `vocab`), decoded as the ensemble is.
     One decoder per beam width (loading the LM and building the lexicon trie is the slow part);
     alpha and beta change through reset_params. Ties go to the smaller beam, then smaller weights.
     """
     from .beam_search import CTCBeamDecoder
+
+    posts = post if isinstance(post, list) else [post]
+    post = posts[0]
 
     if lm is None:  # alpha and beta mean nothing without an LM: only the beam width is tuned
         alphas, betas = [0.0], [0.0]
@@ -174,7 +200,7 @@ def grid_search(post: Posteriors, lm: str | os.PathLike | None, alphas: Sequence
         for alpha, beta in product(alphas, betas):
             decoder.reset_params(alpha, beta)
             t0 = time.perf_counter()
-            hyps = beam_texts(decoder, post)
+            hyps = beam_texts(decoder, post) if len(posts) == 1 else ensemble_texts(posts, vocab, decoder)
             rows.append(_row(corpus_wer(post.refs, hyps), corpus_cer(post.refs, hyps), time.perf_counter() - t0,
                              len(hyps), alpha=alpha, beta=beta, beam_width=beam))
             bar.update(1)
@@ -200,8 +226,9 @@ def write_results(rows: list[dict], out_dir: str | os.PathLike, greedy: dict | N
 def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLike | None,
                   out_path: str | os.PathLike) -> Path:
     """A copy of the package whose cfg.decode holds the tuned values; LM path relative to it."""
-    from .pretrained import load_model, package_relative_lm, save_package
+    from .pretrained import load_model, package_relative_lm, read_package, save_package
 
+    half = any(t.dtype == torch.float16 for t in read_package(model_path).tensors.values())
     model = load_model(model_path)
     d = model.cfg.decode
     d.decoder, d.beam_width = "beam", int(best["beam_width"])
@@ -209,7 +236,7 @@ def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLi
     d.lm = package_relative_lm(lm, out_path)
     info = dict(getattr(model, "info", {}) or {})
     info["tuned"] = {k: best[k] for k in ("alpha", "beta", "beam_width", "wer", "data", "lm", "greedy_wer")}
-    return save_package(model, out_path, info)
+    return save_package(model, out_path, info, half=half)
 
 
 def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.PathLike | None,
@@ -224,19 +251,21 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
         raise FileNotFoundError(f"--lm {lm}: no such file")
     package = resolve(model)
     acoustic = load_model(package, device)
-    if getattr(acoustic, "members", None) is not None:
-        raise TuneError(f"{package}: an ensemble; tune its members, then build it with `asr ensemble "
-                        "--lm --alpha --beta --beam-width` (or from a tuned first member)")
-    dump = out / DUMP_FILE
-    key = dump_key(acoustic, data_dir)
-    post = Posteriors.load(dump) if dump.exists() else None
-    if post is None or post.key != key:
-        post = compute_posteriors(acoustic, data_dir, batch_size)
-        post.save(dump)
+    members = list(getattr(acoustic, "members", None) or [acoustic])  # an ensemble: each member's
+    posts = []
+    for i, member in enumerate(members):
+        dump = out / (DUMP_FILE if len(members) == 1 else DUMP_FILE.replace(".npz", f".member{i}.npz"))
+        key = dump_key(member, data_dir)
+        post = Posteriors.load(dump) if dump.exists() else None
+        if post is None or post.key != key:
+            post = compute_posteriors(member, data_dir, batch_size)
+            post.save(dump)
+        posts.append(post)
+    post = posts[0]
     t0 = time.perf_counter()
-    greedy = greedy_texts(post)
+    greedy = greedy_texts(post) if len(posts) == 1 else ensemble_texts(posts, acoustic.vocab)
     base = _row(corpus_wer(post.refs, greedy), corpus_cer(post.refs, greedy), time.perf_counter() - t0, len(greedy))
-    rows = grid_search(post, lm, alphas, betas, beams, lexicon=lexicon)
+    rows = grid_search(posts, lm, alphas, betas, beams, lexicon=lexicon, vocab=acoustic.vocab)
     write_results(rows, out, base)
     best = {**rows[0], "greedy_wer": base["wer"], "data": str(data_dir), "lm": None if lm is None else str(lm),
             "model": str(package), "utterances": len(post.utt_ids)}

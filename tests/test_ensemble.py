@@ -13,7 +13,8 @@ from asr.models import CTCEnsemble, CTCModel
 from asr.pretrained import load_model, read_package, save_package
 from asr.text import Vocabulary
 from asr.transcribe import Transcriber
-from asr.tune import TuneError, tune
+from asr.metrics import corpus_wer
+from asr.tune import tune
 from tests.helpers import write_arpa
 
 pytest.importorskip("flashlight.lib.text.decoder")
@@ -129,8 +130,6 @@ def test_cli_writes_an_ensemble_that_decodes_with_its_lm_and_refuses_what_it_can
     tr = Transcriber(load_model(out))  # no decoder asked for: the package's own
     assert tr.beam is not None
     assert set(tr.transcribe(noise(3), 8000).text.split()) <= {"cat", "cab", "tab"}  # the LM's words only
-    with pytest.raises(TuneError, match="an ensemble; tune its members"):
-        tune(out, tmp_path / "no-dev", arpa, tmp_path / "tune", [0.0], [0.0], [2])
     c = save_package(tiny_model(2, labels=LABELS[:-1]), tmp_path / "c.safetensors")
     assert cli_main(["ensemble", str(a), str(c), "-o", str(tmp_path / "bad.safetensors")]) == 2
     assert "c.safetensors: its labels" in capsys.readouterr().err
@@ -175,3 +174,29 @@ def test_shipping_a_package_takes_its_lm_along(tmp_path, monkeypatch):
     arpa.unlink()  # the shipped model decodes with its own copy
     tr = Transcriber(load_model("toy"))
     assert tr.beam is not None and set(tr.transcribe(noise(1), 8000).text.split()) <= {"cat", "tab"}
+
+
+def test_tune_grid_searches_an_ensemble_as_it_decodes(tmp_path):
+    import soundfile as sf
+
+    dev = tmp_path / "dev"
+    (dev / "wavs").mkdir(parents=True)
+    refs = {"u1": "cat", "u2": "tab cat", "u3": "cab", "u4": "tab"}
+    for i, utt in enumerate(refs):
+        sf.write(dev / "wavs" / f"{utt}.wav", noise(10 + i, 3000 + 500 * i), 8000)
+    (dev / "wav.scp").write_text("".join(f"{u} {dev / 'wavs' / u}.wav\n" for u in refs))
+    (dev / "text").write_text("".join(f"{u} {t}\n" for u, t in refs.items()))
+    arpa = write_arpa(tmp_path / "lm.arpa", {"cat": -0.1, "cab": -3.0, "tab": -1.0})
+    package = save_package(CTCEnsemble([tiny_model(0), tiny_model(1, cell="gru", stack=3)]),
+                           tmp_path / "ens.safetensors", half=True)
+    best = tune(package, dev, arpa, tmp_path / "tune", [0.0, 2.0], [0.0, 1.0], [2, 4])
+    assert (tmp_path / "tune" / "dev_logprobs.member1.npz").exists()
+    assert len((tmp_path / "tune" / "results.tsv").read_text().splitlines()) == 9
+    tuned = read_package(tmp_path / "tune" / "model.safetensors")
+    assert tuned.arch == "ctc-ensemble" and tuned.tensors["members.1.output.weight"].dtype == torch.float16
+    d = tuned.cfg.decode
+    assert (d.decoder, d.alpha, d.beta, d.beam_width) == ("beam", best["alpha"], best["beta"], best["beam_width"])
+    # what tune measured is what decoding the tuned package gives
+    tr = Transcriber(load_model(tmp_path / "tune" / "model.safetensors"))
+    hyps = [tr.transcribe(dev / "wavs" / f"{u}.wav").text for u in refs]
+    assert round(corpus_wer(list(refs.values()), hyps).rate, 2) == best["wer"]
