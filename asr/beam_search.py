@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import tempfile
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -488,4 +490,19 @@ def _load_kenlm(path: str, dictionary):
         from flashlight.lib.text.decoder.kenlm import KenLM
     except ImportError:
         from flashlight.lib.text.decoder import KenLM
-    return KenLM(path, dictionary)
+    # KenLM writes a progress bar and "build a binary file" advice to fd 2 on every ARPA load,
+    # which would land in every `asr transcribe`; it is shown only when loading fails.
+    with tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            return KenLM(path, dictionary)
+        except Exception:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

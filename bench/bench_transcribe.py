@@ -1,7 +1,8 @@
 """Transcription speed on CPU: real-time factor of the full pipeline (file read, resampling,
 segmentation, features, model, decoding) against the bare model forward on the same audio in the
-same run, for the embedded digits model and a DeepSpeech2-size model (5x1024 BiLSTM, random
-weights); and cold start (process start to first transcript).
+same run, for the embedded digits model (with its packaged decoder: an ensemble with a lexicon
+beam search, and one of its members alone, greedy) and a DeepSpeech2-size model (5x1024 BiLSTM,
+random weights); and cold start (process start to first transcript).
 
     python bench/bench_transcribe.py [--files N] [--ds2-seconds S]
 Prints a markdown table; numbers go to BENCHMARKS.md with date and machine.
@@ -105,8 +106,14 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         digits = load_model("digits")
         paths = make_files(Path(tmp), args.files, args.seconds, 8000)
-        for bs in (1, 8):
-            rows.append(measure("digits (embedded)", digits, paths, bs, args.files * args.seconds))
+        variants = [("digits (embedded)", digits)]
+        if hasattr(digits, "members"):  # an ensemble: what one member alone costs, greedy
+            member = digits.members[0]
+            member.info, member.package_path = {}, None
+            variants.append((f"one member of it alone, {member.cfg.decode.decoder}", member))
+        for name, model in variants:
+            for bs in (1, 8):
+                rows.append(measure(name, model, paths, bs, args.files * args.seconds))
         ds2 = ds2_model()
         n_params = sum(p.numel() for p in ds2.parameters()) / 1e6
         paths16 = make_files(Path(tmp), args.ds2_files, args.seconds, 16000)
