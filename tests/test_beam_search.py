@@ -207,3 +207,13 @@ def test_bad_arguments_are_named():
 def test_ctcdecode_backend_says_it_is_missing():
     with pytest.raises(ImportError, match="needs the ctcdecode package"):
         CTCBeamDecoder(LABELS, backend="ctcdecode")
+
+
+def test_loading_an_arpa_lm_is_quiet_unless_it_fails(tmp_path, capfd):
+    arpa = write_arpa(tmp_path / "words.arpa", {"cat": -0.1, "cab": -3.0})
+    CTCBeamDecoder(LABELS, str(arpa), alpha=0.5, beta=0.0)
+    assert capfd.readouterr().err == ""  # no KenLM progress bar in every `asr transcribe`
+    (tmp_path / "bad.arpa").write_text("not an ARPA file\n")
+    with pytest.raises(Exception, match="not an ARPA file"):  # KenLM's own explanation
+        CTCBeamDecoder(LABELS, str(tmp_path / "bad.arpa"), lexicon=["cat"])
+    assert "bad.arpa" in capfd.readouterr().err  # and what it wrote while failing
