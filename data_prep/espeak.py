@@ -10,7 +10,12 @@ Sentences are clauses of 3-10 words, lower-cased, letters and apostrophes only.
 
 Speaker independence: a speaker is an espeak-ng accent (en, en-us, en-gb-scotland, ...) with a
 voice variant (m3, f2, klatt4, ...) at its own rate and pitch. The variants of dev and of test
-never occur in train, and dev and test each have one accent that train never hears.
+never occur in train, and dev and test each have one accent that train never hears. With
+--all-voices train draws from every variant and accent instead (for a corpus that only adds
+training speakers for another corpus's test set, e.g. digits; use it with --num-dev/--num-test 0).
+
+A small text (the ten digit words, one a line) can fill a large set with --repeat-sentences:
+sentences are then drawn with replacement instead of each at most once.
 
 Language-model text: OUT_DIR/local/lm_train.txt holds every clause of the text except those of
 the passages dev and test sentences are drawn from (blocks of consecutive passages held out
@@ -64,6 +69,13 @@ def split_variants() -> dict[str, list[str]]:
 
 def accents(name: str) -> list[str]:
     return list(TRAIN_ACCENTS) + {"train": [], "dev": [DEV_ACCENT], "test": [TEST_ACCENT]}[name]
+
+
+def voices(name: str, all_voices: bool = False) -> tuple[list[str], list[str]]:
+    """(accents, variants) set `name` draws its speakers from; `all_voices`: every one of them."""
+    if all_voices:
+        return list(TRAIN_ACCENTS) + [DEV_ACCENT, TEST_ACCENT], sorted(VARIANTS, key=str.lower)
+    return accents(name), split_variants()[name]
 
 
 # -- text -----------------------------------------------------------------------------------------
@@ -186,23 +198,24 @@ def prepare(prep: Prep, args: argparse.Namespace) -> None:
     lm_file.write_text("".join(s + "\n" for s in split.lm_text), encoding="utf-8")
     log.info("LM text: %d clauses -> %s", len(split.lm_text), lm_file)
     for name, n in sizes.items():
-        if len(split.sentences[name]) < n:
+        if len(split.sentences[name]) < n and not (args.repeat_sentences and split.sentences[name]):
             raise PrepError(f"{name}: the text has {len(split.sentences[name])} distinct sentences for it, "
                             f"{n} asked (--num-{name})")
 
     exe = None
-    variants = split_variants()
     for name, n in sizes.items():
         if n <= 0 or prep.is_done(name):
             continue
         exe = exe or check_espeak()
         rng = random.Random(f"{args.seed}-{name}")
-        texts = rng.sample(split.sentences[name], n)
+        texts = (rng.choices(split.sentences[name], k=n) if args.repeat_sentences
+                 else rng.sample(split.sentences[name], n))
+        set_accents, set_variants = voices(name, args.all_voices)
         wav_dir = prep.out_dir / name / "wavs"
         wav_dir.mkdir(parents=True, exist_ok=True)
         jobs = []
         for i, text in enumerate(texts):
-            accent, variant = rng.choice(accents(name)), rng.choice(variants[name])
+            accent, variant = rng.choice(set_accents), rng.choice(set_variants)
             speaker = f"{accent}_{variant}"
             utt_id = f"{speaker}-{name}{i:05d}"
             jobs.append((utt_id, speaker, text, f"{accent}+{variant}",
@@ -231,6 +244,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="espeak-ng processes at once")
+    parser.add_argument("--all-voices", action="store_true",
+                        help="train uses every accent and variant (no voices kept for dev/test)")
+    parser.add_argument("--repeat-sentences", action="store_true",
+                        help="draw sentences with replacement (a text with fewer lines than utterances asked)")
 
 
 def main(argv: list[str] | None = None) -> int:

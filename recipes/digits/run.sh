@@ -8,6 +8,8 @@
 #           model; maintainers), 7 word 3-gram LM (KenLM), 8 tune alpha/beta/beam on dev_conn,
 #         9 decode with beam search + LM,
 #         10 leave-one-speaker-out (5 trainings; not part of the demo)
+#   --synthetic-voices true: stage 10 also trains on espeak-ng voices saying digits (600 isolated
+#     digits + 900 strings of 2-7 digits, data/espeak_digits; exp dirs exp/loso_<spk>_espeak)
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -22,6 +24,7 @@ demo=false
 ship=false
 lm_order=3
 speakers="george jackson nicolas theo yweweler"
+synthetic_voices=false
 . ../lib.sh
 
 sets="test test_conn"
@@ -110,17 +113,35 @@ fi
 
 # Leave one speaker out: train on four speakers, test on all 500 clips of the fifth.
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
+  extra= suffix=
+  if [ "$synthetic_voices" = true ]; then
+    # every espeak-ng English accent x voice variant, rate and pitch drawn per utterance (seeded)
+    syn=data/espeak_digits suffix=_espeak
+    extra="$syn/isolated/train $syn/conn/train"
+    mkdir -p $syn/local
+    printf '%s\n' zero one two three four five six seven eight nine > $syn/local/isolated.txt
+    python -c "
+import random
+r = random.Random(0); w = 'zero one two three four five six seven eight nine'.split()
+print('\n'.join(sorted({' '.join(r.choice(w) for _ in range(r.randint(2, 7))) for _ in range(3000)})))" \
+      > $syn/local/conn.txt
+    opts="--all-voices --num-dev 0 --num-test 0 --sample-rate 8000 --jobs 1"
+    python -m data_prep.espeak $opts --text $syn/local/isolated.txt --repeat-sentences --num-train 600 \
+      --min-words 1 --max-words 1 --seed 1 $syn/isolated
+    python -m data_prep.espeak $opts --text $syn/local/conn.txt --num-train 900 \
+      --min-words 2 --max-words 7 --seed 2 $syn/conn
+  fi
   for spk in $speakers; do
-    d=data/loso_$spk e=exp/loso_$spk
+    d=data/loso_$spk e=exp/loso_$spk$suffix
     [ -f "$e/decode_test/wer" ] && [ "$force" != true ] && { echo "== loso $spk: done"; continue; }
     python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} --num-conn-train 1200 --holdout-speaker "$spk" "$d"
-    python -m asr cmvn --config "$config" -o "$e/cmvn.json" "$d/train" "$d/train_conn"
+    python -m asr cmvn --config "$config" -o "$e/cmvn.json" "$d/train" "$d/train_conn" $extra
     python -m asr train --config "$config" --exp-dir "$e" --resume features.cmvn="$e/cmvn.json" \
-      train.train_data="[$d/train, $d/train_conn]" train.dev_data="[$d/dev, $d/dev_conn]" $train_args
+      train.train_data="[$d/train, $d/train_conn${extra:+, ${extra// /, }}]" train.dev_data="[$d/dev, $d/dev_conn]" $train_args
     python -m asr decode --model "$e" --data "$d/test" --out-dir "$e/decode_test"
     python -m asr decode --model "$e" --data "$d/test_conn" --out-dir "$e/decode_test_conn"
   done
   for spk in $speakers; do
-    echo "loso $spk: test $(head -1 exp/loso_$spk/decode_test/wer) | test_conn $(head -1 exp/loso_$spk/decode_test_conn/wer)"
-  done | tee exp/loso_summary.txt
+    echo "loso $spk$suffix: test $(head -1 exp/loso_$spk$suffix/decode_test/wer) | test_conn $(head -1 exp/loso_$spk$suffix/decode_test_conn/wer)"
+  done | tee exp/loso${suffix}_summary.txt
 fi
