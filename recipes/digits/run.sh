@@ -7,7 +7,10 @@
 #         6 ship (with --ship true only: copy the package into asr/pretrained as the embedded `digits`
 #           model; maintainers), 7 word 3-gram LM (KenLM), 8 tune alpha/beta/beam on dev_conn,
 #         9 decode with beam search + LM,
-#         10 leave-one-speaker-out (5 trainings; not part of the demo)
+#         10 leave-one-speaker-out (5 trainings; not part of the demo),
+#         11 ensemble: the models of --ensemble-exps (trained by stage 2 with their configs) combined
+#           by `asr ensemble` with stage 7's LM, tuned on dev_conn as stage 8, decoded and scored in
+#           exp/ensemble (ship it with --ship true --exp exp/ensemble)
 #   --synthetic-voices true: stage 10 also trains on espeak-ng voices saying digits (600 isolated
 #     digits + 900 strings of 2-7 digits, data/espeak_digits; exp dirs exp/loso_<spk>_espeak)
 set -euo pipefail
@@ -25,6 +28,9 @@ ship=false
 lm_order=3
 speakers="george jackson nicolas theo yweweler"
 synthetic_voices=false
+# members of stage 11, each trained by stages 2-3 with --config conf/<name>.yaml --exp exp/<name>,
+# except exp/train_long (conf/train_long_nocmn.yaml) and exp/train_long_cmn (conf/train_long.yaml)
+ensemble_exps="exp/train_long exp/train_long_cmn exp/train_long_seed1"
 . ../lib.sh
 
 sets="test test_conn"
@@ -72,13 +78,6 @@ if stage 5 results; then
   } > "$exp/RESULTS.part.md"
   cat "$exp/RESULTS.part.md"
   done_stage 5 results
-fi
-
-if [ "$ship" = true ]; then
-  echo "== ship: $exp/digits.safetensors -> asr/pretrained/digits.safetensors"
-  python -m asr.pretrained ship "$exp/digits.safetensors" digits \
-    --data "FSDD, 5 speakers, takes 10-49 + spliced strings" \
-    --result "$(head -1 "$exp/decode_test/wer" | cut -d' ' -f2) % WER test, $(head -1 "$exp/decode_test_conn/wer" | cut -d' ' -f2) % test_conn"
 fi
 
 lm=exp/lm/${lm_order}gram.arpa
@@ -144,4 +143,33 @@ print('\n'.join(sorted({' '.join(r.choice(w) for _ in range(r.randint(2, 7))) fo
   for spk in $speakers; do
     echo "loso $spk$suffix: test $(head -1 exp/loso_$spk$suffix/decode_test/wer) | test_conn $(head -1 exp/loso_$spk$suffix/decode_test_conn/wer)"
   done | tee exp/loso${suffix}_summary.txt
+fi
+
+if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
+  ens=exp/ensemble
+  members=
+  for e in $ensemble_exps; do
+    [ -f "$e/model.safetensors" ] || { echo "$0: stage 11: $e has no trained model; train it first:" \
+      "./run.sh --stage 2 --stop-stage 3 --config conf/<its config> --exp $e" >&2; exit 1; }
+    members="$members $e"
+  done
+  [ -f "$lm" ] || { echo "$0: stage 11 needs stage 7's LM $lm" >&2; exit 1; }
+  # members in fp16: half the size, the same transcripts on test (RESULTS.md)
+  python -m asr ensemble $members -o $ens/members.safetensors --half --lm "$lm"
+  python -m asr tune --model $ens/members.safetensors --data data/dev_conn --lm "$lm" --out-dir $ens/tune \
+    --alphas 0,0.25,0.5,1 --betas 0,0.5,1,2 --beams 8,32
+  python -m asr package --model $ens/tune -o $ens/model.safetensors --half  # its LM path rewritten
+  for s in $sets; do
+    python -m asr decode --model $ens --data data/$s --out-dir $ens/decode_$s
+  done
+  python -m asr package --model $ens -o $ens/digits.safetensors --half --info recipe=recipes/digits \
+    --info data="FSDD 5 speakers, takes 10-49 + connected strings" \
+    --info "result=test $(head -1 $ens/decode_test/wer | cut -d' ' -f1-2), test_conn $(head -1 $ens/decode_test_conn/wer | cut -d' ' -f1-2)"
+fi
+
+if [ "$ship" = true ]; then
+  echo "== ship: $exp/digits.safetensors -> asr/pretrained/digits.safetensors"
+  python -m asr.pretrained ship "$exp/digits.safetensors" digits \
+    --data "FSDD, 5 speakers, takes 10-49 + spliced strings" \
+    --result "$(head -1 "$exp/decode_test/wer" | cut -d' ' -f2) % WER test, $(head -1 "$exp/decode_test_conn/wer" | cut -d' ' -f2) % test_conn"
 fi
