@@ -134,7 +134,9 @@ print('\n'.join(sorted({' '.join(r.choice(w) for _ in range(r.randint(2, 7))) fo
   for spk in $speakers; do
     d=data/loso_$spk e=exp/loso_$spk$suffix
     [ -f "$e/decode_test/wer" ] && [ "$force" != true ] && { echo "== loso $spk: done"; continue; }
-    python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} --num-conn-train 1200 --holdout-speaker "$spk" "$d"
+    # an existing data dir is kept (its baseline was trained on it), unless --force true
+    [ -f "$d/test_conn/wav.scp" ] && [ "$force" != true ] ||
+      python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} --num-conn-train 1200 --holdout-speaker "$spk" "$d"
     python -m asr cmvn --config "$config" -o "$e/cmvn.json" "$d/train" "$d/train_conn" $extra
     python -m asr train --config "$config" --exp-dir "$e" --resume features.cmvn="$e/cmvn.json" \
       train.train_data="[$d/train, $d/train_conn${extra:+, ${extra// /, }}]" train.dev_data="[$d/dev, $d/dev_conn]" $train_args
