@@ -5,6 +5,14 @@
 
 force=${force:-false}
 
+# bash reads an executed script while it runs it, so editing run.sh during a long stage made bash
+# go on at the old byte offset in the new text; a sourced file is read whole before it runs. So
+# the recipe runs again, sourced, from the folder it was started in (with the same $0 and args).
+if [ -z "${ASR_RECIPE_SOURCED:-}" ] && [ -n "${OLDPWD:-}" ]; then
+  cd "$OLDPWD" && ASR_RECIPE_SOURCED=1 exec bash -c '. "$0" "$@"' "$0" "$@"
+fi
+unset ASR_RECIPE_SOURCED  # a recipe started from this one protects itself too
+
 # --foo-bar value  sets  foo_bar=value  for any variable the recipe declared before sourcing this.
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -58,3 +58,23 @@ def test_missing_corpus_names_the_path(tmp_path):
                          env=env, capture_output=True, text=True)
     assert res.returncode != 0
     assert str(tmp_path / "absent") in res.stdout + res.stderr
+
+
+def test_editing_a_running_recipe_does_not_change_the_run(tmp_path):
+    (tmp_path / "recipes" / "toy").mkdir(parents=True)
+    shutil.copy(ROOT / "recipes" / "lib.sh", tmp_path / "recipes")
+    script = tmp_path / "recipes" / "toy" / "run.sh"
+    body = ('#!/usr/bin/env bash\nset -euo pipefail\ncd "$(dirname "$0")"\nword=first\n. ../lib.sh\n'
+            'echo "$word from $0 in $(basename "$PWD")"\nsleep 1.5\necho last\n')
+    script.write_text(body)
+    # started from another folder, with an option, the way a user runs a recipe
+    proc = subprocess.Popen(["bash", "recipes/toy/run.sh", "--word", "hello"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import time
+
+    time.sleep(0.7)
+    # an edit mid-run, longer than the original: bash would have read on at the old byte offset
+    script.write_text(body.replace("sleep 1.5\n", "sleep 1.5\necho 'an edited line, not in this run'\n"))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["hello from recipes/toy/run.sh in toy", "last"]
