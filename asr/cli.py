@@ -116,12 +116,12 @@ def cmd_score(a) -> int:
 
 
 def cmd_package(a) -> int:
-    from .pretrained import load_model, package_relative_lm, save_package
+    from .pretrained import load_model, package_lm, package_relative_lm, save_package
 
     model = load_model(a.model)
     d = model.cfg.decode
     if d.lm and not os.path.isabs(d.lm):  # it names its LM relative to itself: keep it found
-        d.lm = package_relative_lm(os.path.join(os.path.dirname(model.package_path), d.lm), a.output)
+        d.lm = package_relative_lm(package_lm(d.lm, model.package_path), a.output)
     info = dict(getattr(model, "info", {}) or {})
     for item in a.info:
         k, _, v = item.partition("=")
@@ -138,13 +138,13 @@ def cmd_ensemble(a) -> int:
     import copy
 
     from .models.ensemble import CTCEnsemble
-    from .pretrained import load_model, package_relative_lm, save_package
+    from .pretrained import load_model, package_lm, package_relative_lm, save_package
 
     members = [load_model(m) for m in a.models]
     ensemble = CTCEnsemble(members, copy.deepcopy(members[0].cfg), names=a.models)
     d = ensemble.cfg.decode
     if a.lm is None and d.lm:  # the first member's (tuned) LM, wherever the ensemble is written
-        a.lm = d.lm if os.path.isabs(d.lm) else os.path.join(os.path.dirname(members[0].package_path), d.lm)
+        a.lm = package_lm(d.lm, members[0].package_path)
     d.lm = package_relative_lm(a.lm, a.output)
     d.decoder = a.decoder or ("beam" if a.lm else d.decoder)
     d.beam_width = a.beam_width or d.beam_width

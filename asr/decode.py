@@ -136,8 +136,11 @@ def words_from_labels(tokens: list[int], frames: list[int], probs: torch.Tensor,
 Proposal = tuple[list[int], list[int]]  # labels, output frame where each starts
 
 
-def beam_proposals(decoder, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Proposal]]:
-    """Per utterance of a batch, the n-best list of a `CTCBeamDecoder` as proposals."""
+def proposals(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary, decoder=None) -> list[list[Proposal]]:
+    """Per utterance of a batch, what a model proposes: its greedy path (decoder None) or the
+    n-best list of a `CTCBeamDecoder`."""
+    if decoder is None:
+        return [[(h.tokens, h.frames)] for h in greedy_decode(log_probs, lengths, vocab)]
     results, _, timesteps, out_lens = decoder.decode(log_probs, lengths)
     return [[(results[b, k, :int(out_lens[b, k])].tolist(), timesteps[b, k, :int(out_lens[b, k])].tolist())
              for k in range(results.size(1)) if k == 0 or int(out_lens[b, k]) > 0]

@@ -68,6 +68,13 @@ def save_package(model, path: str | Path, info: dict | None = None, half: bool =
     return path
 
 
+def package_lm(lm: str | None, package_path: str | os.PathLike | None) -> str | None:
+    """Where a package's decode.lm is: a relative path is relative to the package itself."""
+    if not lm or os.path.isabs(lm) or package_path is None:
+        return lm
+    return os.path.join(os.path.dirname(package_path), lm)
+
+
 def package_relative_lm(lm: str | os.PathLike | None, package_path: str | os.PathLike) -> str | None:
     """An LM path as a package records it: relative to the package, so both can move together."""
     if lm is None:
@@ -139,6 +146,7 @@ def load_package(path: str | Path, device: str | torch.device = "cpu"):
                            f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.info = pkg.info
     model.package_path = pkg.path
+    model.package_half = any(t.dtype == torch.float16 for t in pkg.tensors.values())  # stored by --half
     return model.to(device).eval()
 
 
@@ -216,7 +224,7 @@ def ship(package: str | Path, name: str, data: str = "", result: str = "") -> Pa
     dest = EMBEDDED_DIR / f"{name}.safetensors"
     lm = pkg.cfg.decode.lm
     if lm:
-        src = Path(lm) if os.path.isabs(lm) else Path(package).parent / lm
+        src = Path(package_lm(lm, package))
         if not src.is_file():
             raise PackageError(f"{package}: its decode.lm {lm!r} is not at {src}")
         lm_dest = EMBEDDED_DIR / f"{name}{src.suffix or '.arpa'}"

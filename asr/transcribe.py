@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .audio import AudioError, load_audio
-from .decode import Hypothesis, Proposal, Word, beam_proposals, greedy_decode, rank_proposals, words_from_labels
+from .decode import Hypothesis, Word, greedy_decode, proposals, rank_proposals, words_from_labels
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
 
@@ -73,15 +73,16 @@ class Transcriber:
         decoder = decoder or model.cfg.decode.decoder  # a package says how it decodes best (asr tune)
         if decoder == "beam":
             from .beam_search import CTCBeamDecoder
+            from .pretrained import package_lm
 
             d = model.cfg.decode
-            if lm is None and d.lm and not os.path.isabs(d.lm) and getattr(model, "package_path", None):
+            if lm is None and d.lm:
                 # a tuned package (asr tune) names its LM relative to itself, so both can move together
-                lm = os.path.join(os.path.dirname(model.package_path), d.lm)
-                if not os.path.isfile(lm):
+                lm = package_lm(d.lm, getattr(model, "package_path", None))
+                if lm != d.lm and not os.path.isfile(lm):
                     raise FileNotFoundError(f"{model.package_path}: its decode.lm {d.lm!r} is not at {lm}; "
                                             "pass --lm to use another LM")
-            self.beam = CTCBeamDecoder(model.vocab.tokens, model_path=lm if lm is not None else d.lm,
+            self.beam = CTCBeamDecoder(model.vocab.tokens, model_path=lm,
                                        alpha=d.alpha if alpha is None else alpha, beta=d.beta if beta is None else beta,
                                        beam_width=beam_width or d.beam_width, blank_id=model.vocab.blank_id,
                                        log_probs_input=True)
@@ -121,20 +122,14 @@ class Transcriber:
             hyps.append(h)
         return hyps
 
-    def _proposals(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[list[Proposal]]:
-        """Per utterance, what a member proposes: its greedy path, or its n-best list."""
-        if self.beam is None:
-            return [[(h.tokens, h.frames)] for h in greedy_decode(log_probs, out_lens, self.model.vocab)]
-        return beam_proposals(self.beam, log_probs, out_lens)
-
     def _ensemble_hypotheses(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Hypothesis]:
         """Every member's proposals, ranked by the members' mean exact CTC log-likelihood + LM terms."""
         vocab, members = self.model.vocab, self.model.members
-        proposals = [self._proposals(lp, n) for lp, n in outputs]
+        proposed = [proposals(lp, n, vocab, self.beam) for lp, n in outputs]
         lm_score = self.beam.lm_score if self.beam is not None else None
         hyps = []
         for b in range(outputs[0][0].size(0)):
-            ranked = rank_proposals([p[b] for p in proposals], [lp[b, :int(n[b])] for lp, n in outputs], vocab,
+            ranked = rank_proposals([p[b] for p in proposed], [lp[b, :int(n[b])] for lp, n in outputs], vocab,
                                     lm_score)
             best = ranked[0]
             h = Hypothesis(best.text, best.tokens, best.frames, best.acoustic)

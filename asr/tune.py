@@ -133,14 +133,12 @@ def _padded(chunk: list[np.ndarray], num_labels: int) -> tuple[torch.Tensor, tor
 
 def proposals(post: Posteriors, decoder=None, batch: int = 32) -> list[list[tuple[list[int], list[int]]]]:
     """Per utterance: the greedy path (decoder None) or the beam decoder's n-best list."""
-    from .decode import beam_proposals, greedy_decode
+    from .decode import proposals as batch_proposals
     from .text import Vocabulary
 
     vocab, out = Vocabulary(post.labels), []
     for s in range(0, len(post.log_probs), batch):
-        lp, lens = _padded(post.log_probs[s:s + batch], len(post.labels))
-        out += ([[(h.tokens, h.frames)] for h in greedy_decode(lp, lens, vocab)] if decoder is None
-                else beam_proposals(decoder, lp, lens))
+        out += batch_proposals(*_padded(post.log_probs[s:s + batch], len(post.labels)), vocab, decoder)
     return out
 
 
@@ -226,9 +224,8 @@ def write_results(rows: list[dict], out_dir: str | os.PathLike, greedy: dict | N
 def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLike | None,
                   out_path: str | os.PathLike) -> Path:
     """A copy of the package whose cfg.decode holds the tuned values; LM path relative to it."""
-    from .pretrained import load_model, package_relative_lm, read_package, save_package
+    from .pretrained import load_model, package_relative_lm, save_package
 
-    half = any(t.dtype == torch.float16 for t in read_package(model_path).tensors.values())
     model = load_model(model_path)
     d = model.cfg.decode
     d.decoder, d.beam_width = "beam", int(best["beam_width"])
@@ -236,7 +233,7 @@ def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLi
     d.lm = package_relative_lm(lm, out_path)
     info = dict(getattr(model, "info", {}) or {})
     info["tuned"] = {k: best[k] for k in ("alpha", "beta", "beam_width", "wer", "data", "lm", "greedy_wer")}
-    return save_package(model, out_path, info, half=half)
+    return save_package(model, out_path, info, half=model.package_half)
 
 
 def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.PathLike | None,
