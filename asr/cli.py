@@ -14,14 +14,18 @@ import time
 from pathlib import Path
 
 
-def _add_model_args(p):
-    p.add_argument("--model", default=None, help="model name (see `asr models`), package file, exp dir or URL")
-    p.add_argument("--decoder", choices=["greedy", "beam"], default=None,
-                   help="default: the package's own (decode.decoder: beam for a tuned package or ensemble)")
-    p.add_argument("--lm", default=None, help="KenLM ARPA/binary for --decoder beam")
+def _add_decode_args(p, decoder_help: str, lm_help: str):
+    p.add_argument("--decoder", choices=["greedy", "beam"], default=None, help=decoder_help)
+    p.add_argument("--lm", default=None, help=lm_help)
     p.add_argument("--beam-width", type=int, default=None)
     p.add_argument("--alpha", type=float, default=None, help="LM weight (natural log)")
     p.add_argument("--beta", type=float, default=None, help="word insertion bonus")
+
+
+def _add_model_args(p):
+    p.add_argument("--model", default=None, help="model name (see `asr models`), package file, exp dir or URL")
+    _add_decode_args(p, "default: the package's own (decode.decoder: beam for a tuned package or ensemble)",
+                     "KenLM ARPA/binary for --decoder beam")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, default=8)
 
@@ -261,12 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(transcripts chosen by the members' mean CTC likelihood)")
     p.add_argument("models", nargs="+", help="member models: names, package files or exp dirs")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--decoder", choices=["greedy", "beam"], default=None,
-                   help="default: beam when there is an LM, else the first member's")
-    p.add_argument("--lm", default=None, help="KenLM ARPA/binary (default: the first member's tuned LM)")
-    p.add_argument("--beam-width", type=int, default=None)
-    p.add_argument("--alpha", type=float, default=None, help="LM weight (natural log)")
-    p.add_argument("--beta", type=float, default=None, help="word insertion bonus")
+    _add_decode_args(p, "default: beam when there is an LM, else the first member's",
+                     "KenLM ARPA/binary (default: the first member's tuned LM)")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
     p.set_defaults(func=cmd_ensemble)
 
