@@ -3,25 +3,47 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Every package of the test and demo environment at an exact version with its hashes (make lock).
+LOCK := requirements/lock.txt
+UV_VERSION := 0.13.9
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install tools lock demo test test-fast bench clean
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+# The system tools the LM and synthetic-speech tests need: KenLM's lmplz/build_binary (built from
+# the pinned kenlm sdist) and Debian's espeak-ng. Both scripts are no-ops once installed.
+tools: install
+	PYTHON=$(PY) tools/install_kenlm.sh
+	tools/install_espeak.sh
+
+# The lock is installed as it is (--require-hashes, --no-deps: nothing is resolved again), then the
+# project itself without build isolation, so the build does not fetch a floating setuptools either.
+$(STAMP): setup.cfg pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Regenerate the lock after changing a requirement in setup.cfg, or to take newer releases on
+# purpose; then run `make test`. uv, not pip-tools: it resolves for the target platform and Python
+# without installing anything and takes the registry's hashes, where pip-compile --generate-hashes
+# downloads every wheel (torch's CUDA wheels are about 3 GB) to hash it.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile setup.cfg --extra test --generate-hashes --no-header --emit-index-url \
+	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o $(LOCK)
+	@echo "wrote $(LOCK); run 'make test' before committing it"
 
 # Install, prepare FSDD, train, decode, score and transcribe a sample with the digits recipe.
 demo: install
 	cd recipes/digits && ./run.sh --demo true
 
-test: install
+test: tools
 	$(PY) -m pytest -q tests
 
-test-fast: install
+test-fast: tools
 	$(PY) -m pytest -q -m "not slow" tests
 
 bench: install
