@@ -42,6 +42,9 @@ class AugmentConfig:
     speed_perturb: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]
     gain_db: list[float] = field(default_factory=list)  # [low, high] random gain
     noise_snr_db: list[float] = field(default_factory=list)  # [low, high] white-noise SNR
+    # share of utterances band-limited to 4 kHz (down to 8 kHz and back): a wide-band model then
+    # also hears telephone-band speech, as 8 kHz input resampled to the model's rate sounds
+    narrowband_prob: float = 0.0
     freq_masks: int = 0
     freq_mask_width: int = 0
     time_masks: int = 0

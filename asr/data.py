@@ -59,7 +59,8 @@ class AudioDataset(torch.utils.data.Dataset):
         except AudioError as e:
             return {"utt_id": utt.utt_id, "error": str(e)}
         if self.augment is not None:
-            wav = augment_waveform(wav, self.augment, np.random.default_rng([self.seed, epoch, index]))
+            wav = augment_waveform(wav, self.augment, np.random.default_rng([self.seed, epoch, index]),
+                                   self.sample_rate)
         return {"utt_id": utt.utt_id, "wav": wav, "text": utt.text or "", "speaker": utt.speaker}
 
 

@@ -187,10 +187,16 @@ def speed_perturb(wav: np.ndarray, factor: float) -> np.ndarray:
     return resample_poly(wav, r.denominator, r.numerator).astype(np.float32)
 
 
-def augment_waveform(wav: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Waveform-level training augmentation: speed, gain, additive white noise at a random SNR."""
+def augment_waveform(wav: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+                     sample_rate: int = 16000) -> np.ndarray:
+    """Waveform-level training augmentation: speed, telephone band, gain, white noise at a random SNR."""
     if cfg.speed_perturb:
         wav = speed_perturb(wav, float(rng.choice(cfg.speed_perturb)))
+    if cfg.narrowband_prob and sample_rate > 8000 and rng.random() < cfg.narrowband_prob:
+        from scipy.signal import resample_poly
+
+        narrow = resample_poly(wav, 8000, sample_rate)
+        wav = resample_poly(narrow, sample_rate, 8000)[: len(wav)].astype(np.float32)
     if cfg.gain_db:
         wav = wav * np.float32(10 ** (rng.uniform(*cfg.gain_db) / 20))
     if cfg.noise_snr_db:

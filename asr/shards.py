@@ -575,7 +575,8 @@ class _ShardStream(torch.utils.data.IterableDataset):
         except (AudioError, KeyError, ValueError) as e:
             return {"utt_id": utt_id, "error": str(e)}
         if L.augment is not None:
-            wav = augment_waveform(wav, L.augment, np.random.default_rng([L.seed, self.plan.epoch, key]))
+            wav = augment_waveform(wav, L.augment, np.random.default_rng([L.seed, self.plan.epoch, key]),
+                                   L.sample_rate)
         return {"utt_id": utt_id, "wav": wav, "text": meta.get("text") or "", "speaker": meta.get("speaker") or utt_id}
 
 

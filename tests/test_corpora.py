@@ -9,7 +9,7 @@ import soundfile as sf
 
 from asr.audio import load_audio
 from asr.datadir import read_data_dir, validate_data_dir
-from data_prep import an4, librispeech, ljspeech
+from data_prep import an4, librispeech, ljspeech, speechocean762
 from data_prep.common import PrepError
 
 
@@ -256,3 +256,89 @@ def test_ljspeech_fixed_split_and_normalized_text(tmp_path):
     for name in sets:
         assert validate_data_dir(out / name) == [], name
     assert ljspeech.main(["--corpus-dir", str(tmp_path), "--num-dev", "6", "--num-test", "6", str(tmp_path / "x")]) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# speechocean762
+
+SO762 = {  # split -> speaker -> (age, gender, [(utt, text)])
+    "train": {"0001": ("6", "m", [("000010011", "WE CALL IT BEAR"), ("000010035", "ZERO THREE FIVE ONE")]),
+              "0005": ("25", "F", [("000050003", "MARK IS\u200b GOING")]),
+              "0006": ("30", "f", [("000060015", "IT'S A CAT"), ("000060020", "")])},
+    "test": {"1031": ("9", "m", [("010310001", "I LIKE TEA")])},
+}
+
+
+def make_speechocean762(root, ext=".wav"):
+    for split, speakers in SO762.items():
+        d = root / split
+        d.mkdir(parents=True)
+        files = {name: [] for name in ("wav.scp", "text", "utt2spk", "spk2age", "spk2gender")}
+        for spk, (age, gender, utts) in speakers.items():
+            (root / "WAVE" / f"SPEAKER{spk}").mkdir(parents=True, exist_ok=True)
+            files["spk2age"].append(f"{spk} {age}")
+            files["spk2gender"].append(f"{spk} {gender}")
+            for utt, text in utts:
+                fmt = {"subtype": "OPUS", "format": "OGG"} if ext == ".opus" else {}
+                sf.write(root / "WAVE" / f"SPEAKER{spk}" / f"{utt}{ext}", tone(0.5, 16000), 16000, **fmt)
+                files["wav.scp"].append(f"{utt}\tWAVE/SPEAKER{spk}/{utt}.wav")  # the release lists .wav
+                files["text"].append(f"{utt}\t{text}")
+                files["utt2spk"].append(f"{utt}\t{spk}")
+        for name, lines in files.items():
+            (d / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("ext", [".wav", ".opus"])
+def test_speechocean762_layout_to_data_dirs(tmp_path, ext):
+    root = make_speechocean762(tmp_path / "so762", ext)
+    out = tmp_path / "data"
+    assert speechocean762.main(["--corpus-dir", str(root), "--dev-speakers", "1", str(out)]) == 0
+    sets = {s: {u.utt_id: u for u in read_data_dir(out / s)} for s in ("train", "dev", "test")}
+    for s in sets:
+        validate_data_dir(out / s)
+    speakers = {s: {u.speaker for u in utts.values()} for s, utts in sets.items()}
+    assert speakers["test"] == {"so1031"}
+    assert len(speakers["dev"]) == 1 and not speakers["dev"] & speakers["train"]  # whole speakers
+    train_dev = {**sets["train"], **sets["dev"]}
+    assert train_dev["so0005-000050003"].text == "mark is going"  # lowercased, zero-width space gone
+    assert train_dev["so0006-000060015"].text == "it's a cat"
+    assert "so0006-000060020" not in train_dev  # the empty transcript is skipped, and said so
+    assert "empty transcript" in (out / "prepare.log").read_text()
+    assert all(u.audio.endswith(ext) for u in train_dev.values())
+    ages = dict(line.split() for s in ("train", "dev") for line in (out / s / "spk2age").read_text().splitlines())
+    assert ages == {"so0001": "6", "so0005": "25", "so0006": "30"}
+    assert "so1031 m" in (out / "test" / "spk2gender").read_text()
+
+
+def test_speechocean762_missing_audio_is_skipped_and_named(tmp_path, capsys):
+    root = make_speechocean762(tmp_path / "so762")
+    (root / "WAVE" / "SPEAKER0001" / "000010035.wav").unlink()
+    assert speechocean762.main(["--corpus-dir", str(root), "--dev-speakers", "0", str(tmp_path / "d")]) == 0
+    assert "000010035" in capsys.readouterr().out
+    assert "so0001-000010035" not in {u.utt_id for u in read_data_dir(tmp_path / "d" / "train")}
+
+
+def test_speechocean762_dev_speakers_follow_the_age_mix():
+    speakers = [f"s{i:02d}" for i in range(20)]
+    ages = {s: "8" if i < 10 else "30" for i, s in enumerate(speakers)}
+    dev = speechocean762.dev_speakers(speakers, ages, 4)
+    assert len(dev) == 4 and sum(ages[s] == "8" for s in dev) == 2
+
+
+def test_speechocean762_real_copy_is_speaker_disjoint(tmp_path):
+    from .conftest import SHARED_DATA
+
+    corpus = SHARED_DATA / "speechocean762"
+    if not corpus.is_dir():
+        pytest.skip(f"no speechocean762 at {corpus}")
+    out = tmp_path / "so"
+    assert speechocean762.main(["--corpus-dir", str(corpus), str(out)]) == 0
+    sets = {s: {u.utt_id: u for u in read_data_dir(out / s)} for s in ("train", "dev", "test")}
+    assert {s: len(u) for s, u in sets.items()} == {"train": 2300, "dev": 200, "test": 2000}
+    speakers = {s: {u.speaker for u in utts.values()} for s, utts in sets.items()}
+    assert len(speakers["train"]) == 115 and len(speakers["dev"]) == 10 and len(speakers["test"]) == 100
+    assert not (speakers["train"] & speakers["dev"]) and not (speakers["test"] & (speakers["train"] | speakers["dev"]))
+    # children and adults in dev, as in training
+    groups = {speechocean762.age_group(line.split()[1]) for line in (out / "dev" / "spk2age").read_text().splitlines()}
+    assert groups == {"child", "adult"}
