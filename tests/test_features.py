@@ -4,7 +4,7 @@ import torch
 
 from asr.audio import load_audio
 from asr.config import AugmentConfig, FeatureConfig
-from asr.features import Frontend, LogMel, SpecAugment, compute_cmvn, speed_perturb
+from asr.features import Frontend, LogMel, SpecAugment, augment_waveform, compute_cmvn, speed_perturb
 
 from .conftest import FSDD, needs_fsdd
 
@@ -83,3 +83,19 @@ def test_utterance_cmn_removes_a_fixed_channel_gain_per_band():
     x, lens = fe(torch.stack([a, 4.0 * a]), torch.tensor([4000, 4000]))
     torch.testing.assert_close(x[0], x[1], atol=5e-3, rtol=0)  # up to the log floor of quiet bins
     assert x[0].mean(0).abs().max() < 1e-4
+
+
+def test_narrowband_augmentation_removes_the_band_above_4_khz():
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    cfg = AugmentConfig(narrowband_prob=1.0)
+    out = augment_waveform(wav, cfg, np.random.default_rng(1), sample_rate=16000)
+    spec_in, spec_out = np.abs(np.fft.rfft(wav)) ** 2, np.abs(np.fft.rfft(out)) ** 2
+    freqs = np.fft.rfftfreq(len(wav), 1 / 16000)
+    high, low = freqs > 4200, freqs < 3500
+    assert len(out) == len(wav)
+    assert spec_out[high].sum() < 1e-3 * spec_in[high].sum()  # the telephone band only
+    assert 0.9 < spec_out[low].sum() / spec_in[low].sum() < 1.1  # what is inside it is kept
+    # at 8 kHz there is nothing to remove, and probability 0 leaves the audio alone
+    assert np.array_equal(augment_waveform(wav, cfg, np.random.default_rng(1), sample_rate=8000), np.clip(wav, -1, 1))
+    assert np.array_equal(augment_waveform(wav, AugmentConfig(), np.random.default_rng(1), 16000), np.clip(wav, -1, 1))
