@@ -319,12 +319,17 @@ def write_trials(path: str | Path, trials) -> None:
 
 
 def read_trials(path: str | Path) -> list[tuple[str, str, bool]]:
+    """Kaldi's `utt1 utt2 target|nontarget` or VoxCeleb's `1|0 utt1 utt2` lines."""
     trials = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         parts = line.split()
-        if len(parts) != 3 or parts[2] not in ("target", "nontarget"):
-            raise ValueError(f"{path}:{n}: expected `utt1 utt2 target|nontarget`, got {line!r}")
-        trials.append((parts[0], parts[1], parts[2] == "target"))
+        if len(parts) == 3 and parts[2] in ("target", "nontarget"):
+            trials.append((parts[0], parts[1], parts[2] == "target"))
+        elif len(parts) == 3 and parts[0] in ("1", "0"):
+            trials.append((parts[1], parts[2], parts[0] == "1"))
+        else:
+            raise ValueError(f"{path}:{n}: expected `utt1 utt2 target|nontarget` or VoxCeleb's `1|0 utt1 utt2`, "
+                             f"got {line!r}")
     return trials
 
 
@@ -574,7 +579,9 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("evaluate", help="identification accuracy, EER and minDCF on data dirs")
     common(p, db=False)
-    p.add_argument("--enroll", nargs="+", required=True, metavar="DIR", help="data dirs to enroll speakers from")
+    p.add_argument("--enroll", nargs="*", default=[], metavar="DIR",
+                   help="data dirs to enroll speakers from (none: every test speaker is enrolled from "
+                        "--new-speaker-utts of its own utterances)")
     p.add_argument("--test", nargs="+", required=True, metavar="DIR",
                    help="data dirs to identify and to pair into trials")
     p.add_argument("--out-dir", required=True)
@@ -582,7 +589,7 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--new-speaker-utts", type=int, default=10,
                    help="test utterances to enroll a speaker absent from --enroll")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=["none", "znorm", "fused"], default=None,
+    p.add_argument("--backend", choices=["none", "znorm", "fused", "stats"], default=None,
                    help="score with this back-end instead of the model's fitted one (none: the network's "
                         "embedding alone)")
     p.set_defaults(func=cmd_evaluate)

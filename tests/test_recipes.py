@@ -78,3 +78,41 @@ def test_editing_a_running_recipe_does_not_change_the_run(tmp_path):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out.splitlines() == ["hello from recipes/toy/run.sh in toy", "last"]
+
+
+def make_voxceleb_corpus(root: Path) -> None:
+    """VoxCeleb1's layout: wav/<speaker>/<video>/<n>.wav and the official veri_test2.txt."""
+    from asr.audio import save_audio
+
+    from .test_speaker import voice
+
+    test = ("id10270", "id10271")
+    for k, spk in enumerate(("id10001", "id10002", "id10003", "id10004", *test)):
+        for vid in ("vidA-1", "vid_B"):
+            for n in range(1, 11):
+                (root / "wav" / spk / vid).mkdir(parents=True, exist_ok=True)
+                save_audio(root / "wav" / spk / vid / f"{n:05d}.wav", voice(110.0 + 60 * k, 0.3, n + 10 * k), 16000)
+    pairs = [(a, b) for a in ("vidA-1/00001", "vid_B/00002") for b in ("vidA-1/00003", "vid_B/00004")]
+    lines = [f"1 {s}/{a}.wav {s}/{b}.wav" for s in test for a, b in pairs]
+    lines += [f"0 {test[0]}/{a}.wav {test[1]}/{b}.wav" for a, b in pairs]
+    (root / "veri_test2.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_voxceleb_recipe_on_a_fixture_laid_out_like_the_corpus(tmp_path):
+    corpus = tmp_path / "VoxCeleb1"
+    make_voxceleb_corpus(corpus)
+    d = copy_recipe(tmp_path, "voxceleb")
+    res = subprocess.run(["bash", "run.sh", "--corpus-dir", str(corpus), "--train-args",
+                          "train.max_epochs=1 train.batch_seconds=4 model.hidden_size=16 model.num_layers=1 "
+                          "model.embedding_dim=8"], cwd=d, env=recipe_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for backend in ("fused", "stats"):
+        r = __import__("json").loads((d / f"exp/train/eval_{backend}/results.json").read_text())
+        assert r["trials"]["target"] == 8 and r["trials"]["nontarget"] == 4  # the official list, whole
+        assert 0 <= r["eer"] <= 100 and r["min_dcf"] is not None
+    assert "| model |" in (d / "exp/train/RESULTS.part.md").read_text()
+    train_spk = {line.split()[1] for line in (d / "data/train/utt2spk").read_text().splitlines()}
+    assert train_spk == {"id10001", "id10002", "id10003", "id10004"}  # trial speakers never train
+    assert (d / "data/dev/wav.scp").read_text().count("\n") == 4 * 2

@@ -179,7 +179,7 @@ def make_voices(n_per: int = 6):
                  [""] * len(wavs), spks)
 
 
-@pytest.mark.parametrize("kind", ["none", "znorm", "fused"])
+@pytest.mark.parametrize("kind", ["none", "znorm", "fused", "stats"])
 def test_fitted_backend_round_trips_and_stays_batch_independent(tmp_path, kind):
     torch.manual_seed(0)
     model = SpeakerModel(small_cfg(extra={"backend": kind}), ["lo", "hi"]).eval()
@@ -190,7 +190,7 @@ def test_fitted_backend_round_trips_and_stays_batch_independent(tmp_path, kind):
     wav, lens = batch.wav, batch.wav_lens.clone()
     lens[1] = 1000
     emb = model.embed(wav, lens)
-    assert emb.shape == (12, {"none": 8, "znorm": 8, "fused": 48}[kind])
+    assert emb.shape == (12, {"none": 8, "znorm": 8, "fused": 48, "stats": 40}[kind])
     if kind == "none":
         torch.testing.assert_close(model.embed(batch.wav, batch.wav_lens), raw)
     alone = model.embed(wav[1:2, :1000], lens[1:2])
@@ -199,6 +199,21 @@ def test_fitted_backend_round_trips_and_stays_batch_independent(tmp_path, kind):
     loaded = load_package(path)
     assert loaded.backend == kind
     torch.testing.assert_close(loaded.embed(wav, lens), emb)
+
+
+def test_stats_backend_is_the_centred_log_mel_statistics_alone():
+    torch.manual_seed(0)
+    model = SpeakerModel(small_cfg(extra={"backend": "stats"}), ["lo", "hi"]).eval()
+    batch = make_voices()
+    model.fit_backend([batch])
+    x, lens = model.frontend(batch.wav, batch.wav_lens)
+    st = model._spectral_stats(x, lens)
+    expected = torch.nn.functional.normalize(st - st.mean(0), dim=-1)
+    torch.testing.assert_close(model.embed(batch.wav, batch.wav_lens), expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # no network weight enters it
+        for p in model.encoder.parameters():
+            p.add_(1.0)
+    torch.testing.assert_close(model.embed(batch.wav, batch.wav_lens), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_wccn_whitens_within_speaker_covariance_to_identity():
@@ -390,6 +405,29 @@ def test_evaluate_enrolls_new_speakers_from_test_and_writes_reports(tmp_path, ti
     for f in ("results.json", "identify.jsonl", "scores", "trials", "embeddings.png"):
         assert (tmp_path / "out" / f).exists(), f
     assert len((tmp_path / "out" / "trials").read_text().splitlines()) == 8 * 7 // 2
+
+
+def test_trials_in_kaldi_and_voxceleb_formats(tmp_path):
+    from asr.speaker import read_trials
+
+    (tmp_path / "kaldi").write_text("a b target\na c nontarget\n")
+    (tmp_path / "vox").write_text("1 a b\n0 a c\n")
+    assert read_trials(tmp_path / "kaldi") == read_trials(tmp_path / "vox") == [("a", "b", True), ("a", "c", False)]
+    (tmp_path / "bad").write_text("1 a b\n2 a c\n")
+    with pytest.raises(ValueError, match=r"bad:2: expected"):
+        read_trials(tmp_path / "bad")
+
+
+def test_evaluate_without_enrollment_data_enrolls_every_test_speaker(tmp_path, tiny, wavs):
+    model, _ = tiny
+    test_utts = [Utterance(f"{s}_{i}", p, "", s, 0.5) for s in ("lo", "hi", "new") for i, p in enumerate(wavs[s])]
+    write_data_dir(tmp_path / "test", test_utts)
+    (tmp_path / "trials").write_text("1 lo_0 lo_3\n0 lo_0 hi_3\n1 hi_0 hi_2\n0 new_1 hi_1\n")
+    res = evaluate(model, [], [str(tmp_path / "test")], tmp_path / "out", trials_path=tmp_path / "trials",
+                   new_speaker_utts=2)
+    assert res["speakers"] == res["new_speakers"] == ["hi", "lo", "new"]
+    assert res["identified"] == len(test_utts) - 3 * 2
+    assert res["trials"] == {"file": str(tmp_path / "trials"), "target": 2, "nontarget": 2}
 
 
 # -- the shipped model and speakers it never heard -------------------------------------------

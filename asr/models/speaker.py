@@ -46,7 +46,9 @@ from .rnn import StackedRNN
 EXTRA_DEFAULTS = {"head": "amsoftmax", "margin": 0.2, "scale": 30.0, "attention_dim": 128, "speed_speakers": [],
                   "backend": "fused", "stats_weight": 1.0, "wccn_reg": 0.1}
 HEADS = {"amsoftmax", "softmax"}
-BACKENDS = {"none", "znorm", "fused"}
+# "stats" scores the log-mel mean/std alone (centred on the training data): the classic baseline,
+# no network, for a side-by-side ratio
+BACKENDS = {"none", "znorm", "fused", "stats"}
 # Pairs scored on dev for the EER: all pairs of at most this many utterances (a seeded subset beyond).
 MAX_EVAL_UTTS = 3000
 
@@ -207,6 +209,8 @@ class SpeakerModel(nn.Module):
         """(B, S) waveforms -> (B, D) L2-normalised embeddings as the back-end scores them; cosine
         similarity is their dot product."""
         x, lens = self.frontend(wav, wav_lens)
+        if self.backend == "stats":
+            return F.normalize(self._spectral_stats(x, lens).float() - self.backend_stats_mean, dim=-1)
         emb = self._network(x, lens).float()
         if self.backend is None or self.backend == "none":
             return F.normalize(emb, dim=-1)

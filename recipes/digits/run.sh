@@ -11,6 +11,10 @@
 #         11 ensemble: the models of --ensemble-exps (trained by stage 2 with their configs) combined
 #           by `asr ensemble` with stage 7's LM, tuned on dev_conn as stage 8, decoded and scored in
 #           exp/ensemble (ship it with --ship true --exp exp/ensemble)
+#         12 digits for any voice: the `english` acoustic model (recipes/english, trained on AN4 +
+#           speechocean762 + FSDD, about 270 speakers) with stage 7's ten-word LM, tuned on
+#           dev_conn, decoded on test, test_conn and AN4's test utterances made only of digit words
+#           (exp/english_digits; ship it with --ship true --exp exp/english_digits)
 #   --synthetic-voices true: stage 10 also trains on espeak-ng voices saying digits (600 isolated
 #     digits + 900 strings of 2-7 digits, data/espeak_digits; exp dirs exp/loso_<spk>_espeak)
 set -euo pipefail
@@ -28,6 +32,7 @@ ship=false
 lm_order=3
 speakers="george jackson nicolas theo yweweler"
 synthetic_voices=false
+english_exp=../english/exp/train  # stage 12's acoustic model (an exp dir, package or model name)
 # members of stage 11, each trained by stages 2-3 with --config conf/<name>.yaml --exp exp/<name>,
 # except exp/train_long (conf/train_long_nocmn.yaml) and exp/train_long_cmn (conf/train_long.yaml)
 # the shipped set: the fewest errors on dev + dev_conn of the 15 sets of these four LSTMs (RESULTS.md)
@@ -168,6 +173,29 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
   python -m asr package --model $ens -o $ens/digits.safetensors --half --info recipe=recipes/digits \
     --info data="FSDD 5 speakers, takes 10-49 + connected strings" \
     --info "result=test $(head -1 $ens/decode_test/wer | cut -d' ' -f1-2), test_conn $(head -1 $ens/decode_test_conn/wer | cut -d' ' -f1-2)"
+fi
+
+if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
+  ed=exp/english_digits
+  [ -f "$lm" ] || { echo "$0: stage 12 needs stage 7's LM $lm" >&2; exit 1; }
+  if [ ! -f data/an4_digits_test/.done ] || [ "$force" = true ]; then
+    python -m data_prep.an4 --dev-utts 0 data/an4
+    python -c "
+from asr.datadir import read_data_dir, write_data_dir
+digits = set('zero one two three four five six seven eight nine'.split())
+utts = [u for u in read_data_dir('data/an4/test') if set(u.text.split()) <= digits]
+write_data_dir('data/an4_digits_test', utts)
+print(f'data/an4_digits_test: {len(utts)} AN4 test utterances made only of digit words')"
+    touch data/an4_digits_test/.done
+  fi
+  python -m asr tune --model "$english_exp" --data data/dev_conn --lm "$lm" --out-dir $ed/tune \
+    --alphas 0,0.5,1 --betas 0,1,2 --beams 8,16
+  for s in $sets an4_digits_test; do
+    python -m asr decode --model $ed/tune/model.safetensors --data data/$s --out-dir $ed/decode_$s
+  done
+  python -m asr package --model $ed/tune -o $ed/digits.safetensors --half --info recipe=recipes/digits \
+    --info data="recipes/english's model (AN4 + speechocean762 + FSDD train speakers) with a ten-word LM" \
+    --info "result=test $(head -1 $ed/decode_test/wer | cut -d' ' -f1-2), test_conn $(head -1 $ed/decode_test_conn/wer | cut -d' ' -f1-2), AN4 digits $(head -1 $ed/decode_an4_digits_test/wer | cut -d' ' -f1-2)"
 fi
 
 if [ "$ship" = true ]; then
