@@ -4,10 +4,12 @@
 # less 10 for dev) and FSDD's five voices (8 kHz digits, resampled to 16 kHz). Tested on AN4's and
 # speechocean762's test speakers (never heard in training) and FSDD's test takes. Dev = whole
 # training speakers of AN4 and speechocean762: checkpoints, LM weights and beams are chosen on it.
-#   ./run.sh [--stage N] [--stop-stage N] [--config conf/train.yaml] [--exp exp/train] [--force true]
+#   ./run.sh [--stage N] [--stop-stage N] [--config conf/train.yaml] [--ft-config conf/train_ft.yaml]
+#            [--exp exp/train_ft] [--force true]
 #            [--an4-dir DIR] [--so762-dir DIR] [--fsdd-dir DIR]   (default: found in ../shared/data)
 #            [--ship true]  (maintainers: copy the tuned package into asr/pretrained as `english`)
-# Stages: 0 prepare, 1 CMVN, 2 train, 3 greedy decode + score, 4 LMs (word 3-gram and char 7-gram from
+# Stages: 0 prepare, 1 CMVN, 2 train (phase 1: --config into exp/train; phase 2: --ft-config, which
+#         starts from phase 1's model, into --exp), 3 greedy decode + score, 4 LMs (word 3-gram and char 7-gram from
 #         the training transcripts), 5 tune each LM on dev, 6 decode the test sets with the tuned
 #         package, 7 scores by age group (speechocean762) and RESULTS.part.md
 set -euo pipefail
@@ -17,7 +19,8 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=7
 config=conf/train.yaml
-exp=exp/train
+ft_config=conf/train_ft.yaml
+exp=exp/train_ft
 an4_dir=
 so762_dir=
 fsdd_dir=
@@ -54,8 +57,12 @@ if stage 1 cmvn; then
 fi
 
 if stage 2 train; then
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/english \
+  start=$SECONDS
+  python -m asr train --config "$config" --exp-dir exp/train --resume --recipe recipes/english \
     features.cmvn=exp/cmvn.json $train_args
+  python -m asr train --config "$ft_config" --exp-dir "$exp" --resume --recipe recipes/english \
+    features.cmvn=exp/cmvn.json $train_args
+  echo $((SECONDS - start)) > "$exp/train_seconds"
   done_stage 2 train
 fi
 
