@@ -179,7 +179,8 @@ def main() -> int:
           "server RSS before -> after | threads before -> after |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {res['issued']} | {a.clients} | {a.workers} | {done} | {len(res['wrong'])} | {len(res['failed'])} | "
-          f"{done / res['elapsed']:.1f} req/s | {sent_audio / res['elapsed']:.1f} s/s | {np.percentile(lat, 50):.0f} ms "
+          f"{done / res['elapsed']:.1f} req/s | {sent_audio / res['elapsed']:.1f} s/s | "
+          f"{np.percentile(lat, 50):.0f} ms "
           f"| {np.percentile(lat, 99):.0f} ms | {lat.max():.0f} ms | {rss0:.0f} -> {rss1:.0f} MB | "
           f"{threads0} -> {threads1} |")
     print()

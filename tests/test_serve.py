@@ -232,6 +232,22 @@ def test_openai_client_synthesizes_as_the_library_does(server, offline):
     assert np.abs(served - np.clip(own.wav, -1, 1)).max() <= 1.5 / 32768  # the same audio, 16-bit
     # and what it says, heard by the server's own transcription
     assert client.audio.transcriptions.create(model="digits", file=("42.wav", wav)).text == "four two"
+    # at once on both workers, each still gets its own text's seeded audio
+    texts = ["42", "7 7 7", "42", "7 7 7"]
+    own_audio = {t: np.clip(synthesize(load_tts("digits-tts"), t, "jackson").wav, -1, 1) for t in set(texts)}
+    got = {}
+
+    def speak(i):
+        r = server.client().audio.speech.create(model="digits-tts", voice="jackson", input=texts[i], response_format="wav")
+        got[i] = sf.read(io.BytesIO(r.content), dtype="float32")[0]
+
+    threads = [threading.Thread(target=speak, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for i, t in enumerate(texts):
+        assert got[i].shape == own_audio[t].shape and np.abs(got[i] - own_audio[t]).max() <= 1.5 / 32768, t
     # OpenAI's default format is mp3
     mp3 = client.audio.speech.create(model="digits-tts", voice="jackson", input="42").content
     decoded, mp3_sr = sf.read(io.BytesIO(mp3))
@@ -270,7 +286,10 @@ def test_speaker_endpoints_agree_with_the_library(server, tmp_path):
         status, _, got = post_audio(server, "/v1/speakers/identify", [fsdd(probe)])
         want = spk.identify(model, db, [FSDD / probe])[0]
         assert status == 200 and got["speaker"] == want["speaker"] == probe.split("_")[1], got
-        assert got["scores"] == want["scores"]
+        assert got["scores"] == want["scores"] and got["file"] == probe
+    status, _, both = post_audio(server, "/v1/speakers/identify", [fsdd("5_george_30.wav"), fsdd("5_jackson_30.wav")])
+    assert status == 200 and [(r["file"], r["speaker"]) for r in both["data"]] == [("5_george_30.wav", "george"),
+                                                                                  ("5_jackson_30.wav", "jackson")]
     status, _, same = post_audio(server, "/v1/speakers/verify", [fsdd("5_george_30.wav"), fsdd("6_george_31.wav")])
     want = spk.verify(model, FSDD / "5_george_30.wav", FSDD / "6_george_31.wav")
     assert status == 200 and same["score"] == want["score"] and same["same"] == want["same"]
@@ -366,6 +385,10 @@ def test_concurrent_requests_use_the_fixed_pool(limited, offline):
         status, _, body = post_audio(limited, "/v1/audio/transcriptions", [fsdd(clip)], key=None)
         results.append((clip, status, body))
 
+    def workers():
+        return sum(t.name.startswith("asr-serve-worker-") for t in threading.enumerate())
+
+    before = workers()
     threads = [threading.Thread(target=one, args=(CLIPS[i % 3],)) for i in range(12)]
     for t in threads:
         t.start()
@@ -375,8 +398,7 @@ def test_concurrent_requests_use_the_fixed_pool(limited, offline):
     assert len(results) == 12 and {s for _, s, _ in results} <= {200, 429, 504}
     done = [(clip, body) for clip, s, body in results if s == 200]
     assert done and all(body["text"] == offline[str(FSDD / clip)] for clip, body in done)
-    workers = [t for t in threading.enumerate() if t.name.startswith("asr-serve-worker-")]
-    assert len(workers) == 1 + 2  # this server's one, and the module server's two
+    assert workers() == before and limited.app.state.pool.workers == 1  # no thread per request
 
 
 # -- a real browser ----------------------------------------------------------------------------

@@ -58,8 +58,8 @@ def cmd_serve(a) -> int:
 
     from .app import ServeConfig, create_app, uvicorn_config
 
-    if a.workers < 1 or a.queue < 0 or a.timeout <= 0 or a.max_upload_mb <= 0:
-        raise ValueError("--workers must be >= 1, --queue >= 0, --timeout and --max-upload-mb > 0")
+    if a.workers < 1 or a.queue < 1 or a.timeout <= 0 or a.max_upload_mb <= 0:
+        raise ValueError("--workers and --queue must be >= 1, --timeout and --max-upload-mb > 0")
     if a.threads:
         import torch
 

@@ -9,7 +9,7 @@ OpenAI's audio API, so its clients work unchanged:
 and the toolkit's own:
     GET  /v1/speakers                       the enrolled speakers
     POST /v1/speakers/enroll                multipart `name`, one or more `file`, `replace`
-    POST /v1/speakers/identify              multipart `file`, `threshold`
+    POST /v1/speakers/identify              multipart one or more `file`, `threshold`
     POST /v1/speakers/verify                multipart two `file`s, `threshold`
     GET  /health, GET / (the web page, from ./static)
 Errors are JSON in OpenAI's shape, {"error": {"message", "type", "param", "code"}}.
@@ -123,10 +123,16 @@ class QueueFull(Exception):
     pass
 
 
+# synthesize() seeds torch's process-wide generator (fork_rng) so that a seed gives the same audio;
+# whatever else draws from that generator on another worker meanwhile (another synthesis, a model
+# being built) would shift its stream and change its audio. Everything that draws takes this lock.
+GLOBAL_RNG = threading.Lock()
+
+
 class WorkerModels:
     """One worker's own copies of the models it has used. Model objects are not shared between
-    threads: torch does not promise that concurrent forwards of one module are safe, and the beam
-    decoder keeps state per decoder; a copy of the embedded models is about 25 MB."""
+    threads: neither torch nor the beam decoder promises that concurrent calls into one object are
+    safe, and a copy of the three embedded models is about 25 MB."""
 
     def __init__(self):
         self._models: dict[str, object] = {}
@@ -134,7 +140,8 @@ class WorkerModels:
 
     def get(self, name: str):
         if name not in self._models:
-            self._models[name] = load_model(name)
+            with GLOBAL_RNG:  # building a model draws its initial weights before the package's replace them
+                self._models[name] = load_model(name)
         return self._models[name]
 
     def transcriber(self, name: str) -> Transcriber:
@@ -148,9 +155,9 @@ class WorkerPool:
     loads `preload` before it takes its first job."""
 
     def __init__(self, workers: int, queue_size: int, preload: tuple[str, ...] = ()):
-        # queue.Queue(0) would be unbounded: with no waiting room a job must find a worker idle
-        self._jobs: queue.Queue = queue.Queue(maxsize=max(queue_size, 1))
-        self._queue_size = queue_size
+        if workers < 1 or queue_size < 1:  # queue.Queue(0) would be unbounded
+            raise ValueError(f"a worker pool needs workers >= 1 and queue_size >= 1, got {workers}, {queue_size}")
+        self._jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self.running = 0
         self.ready = 0
@@ -171,13 +178,10 @@ class WorkerPool:
     def submit(self, fn, *args) -> Future:
         """Queue fn(worker_models, *args); raises QueueFull when the waiting room is full."""
         fut: Future = Future()
-        with self._lock:  # with no waiting room, "full" means every worker is busy
-            if self._queue_size == 0 and self.running + self._jobs.qsize() >= len(self._threads):
-                raise QueueFull
-            try:
-                self._jobs.put_nowait((fut, fn, args))
-            except queue.Full:
-                raise QueueFull from None
+        try:
+            self._jobs.put_nowait((fut, fn, args))
+        except queue.Full:
+            raise QueueFull from None
         return fut
 
     def _run(self) -> None:
@@ -259,8 +263,8 @@ def catalogue(cfg: ServeConfig) -> dict[str, dict]:
 
 def _model_name(request: Request, name, task: str) -> str:
     state = request.app.state
-    default = {"transcription": state.cfg.model, "speech": state.cfg.tts_model, "speaker": state.cfg.speaker_model}[task]
-    name = name or default
+    cfg = state.cfg
+    name = name or {"transcription": cfg.model, "speech": cfg.tts_model, "speaker": cfg.speaker_model}[task]
     if not isinstance(name, str) or name not in state.models:
         raise ApiError(404, f"The model {name!r} does not exist here; GET /v1/models lists them "
                        f"({', '.join(n for n, m in state.models.items() if m['task'] == task)} for {task})",
@@ -360,18 +364,13 @@ async def transcriptions(request: Request) -> Response:
 
 # -- speech ------------------------------------------------------------------------------------
 
-# synthesize() seeds torch's process-wide generator (fork_rng) so that a seed gives the same audio:
-# two syntheses at once on two workers would draw from each other's seeded stream.
-_SYNTHESIS_LOCK = threading.Lock()
-
-
 def _speak(models: WorkerModels, name: str, text: str, voice: str | None):
     model = models.get(name)
     try:
         model.prepare_text(text)
     except ValueError as e:
         raise ApiError(400, f"input: {e}", param="input") from None
-    with _SYNTHESIS_LOCK:
+    with GLOBAL_RNG:
         s = synthesize(model, text, voice)
     return s.wav, s.sample_rate, s.stopped
 
@@ -438,7 +437,8 @@ def _enroll(models, name, speaker, uploads, replace, db_path, db_lock):
 
 def _identify(models, name, uploads, threshold, db_path):
     model, emb = _embed(models, name, uploads)
-    return spk.identify_embeddings(model, spk.SpeakerDB.load(db_path), emb, threshold)
+    results = spk.identify_embeddings(model, spk.SpeakerDB.load(db_path), emb, threshold)
+    return [{"file": file, **r} for (file, _), r in zip(uploads, results)]
 
 
 def _verify(models, name, uploads, threshold):
@@ -474,7 +474,7 @@ async def identify(request: Request) -> Response:
     uploads = await _read_audio(_uploads(form))
     name = _model_name(request, form.get("model"), "speaker")
     results = await run_job(request, _identify, name, uploads, _float_field(form, "threshold"), _db_path(request))
-    return JSONResponse({**results[0], "results": results} if len(results) > 1 else results[0])
+    return JSONResponse(results[0] if len(results) == 1 else {"object": "list", "data": results})
 
 
 async def verify(request: Request) -> Response:
@@ -483,7 +483,8 @@ async def verify(request: Request) -> Response:
     if len(uploads) != 2:
         raise ApiError(400, f"verify compares two recordings: send two `file` fields, got {len(uploads)}", param="file")
     name = _model_name(request, form.get("model"), "speaker")
-    return JSONResponse(await run_job(request, _verify, name, await _read_audio(uploads), _float_field(form, "threshold")))
+    threshold = _float_field(form, "threshold")
+    return JSONResponse(await run_job(request, _verify, name, await _read_audio(uploads), threshold))
 
 
 # -- models, health, page ----------------------------------------------------------------------
