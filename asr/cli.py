@@ -1,5 +1,5 @@
 """`asr` command line: train | cmvn | decode | tune | score | package | ensemble | transcribe | models |
-speaker | synthesize.
+speaker | synthesize | serve.
 
 Every recipe stage is one of these commands, so a user can run any stage alone.
 `python -m asr ...` is the same CLI, which is what lets `torchrun -m asr train ...` run DDP.
@@ -289,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .synthesize import add_synthesize_command
 
     add_synthesize_command(sub)
+
+    from .serve import add_serve_command  # the command's arguments only: the web stack loads when it runs
+
+    add_serve_command(sub)
     return ap
 
 

@@ -247,12 +247,24 @@ def enroll(model, name: str, files, db: SpeakerDB | str | Path | None = None, re
     check_name(name)
     files = list(files)
     db = _as_db(db)
-    db.check_model(model)
+    db.check_model(model)  # before the embedding work, like the name
     good, emb = embed_files(model, files, on_error)
     if not good:
         raise AudioError(f"enroll {name!r}: no readable audio among {len(files)} file(s)")
+    return enroll_embeddings(model, name, emb, [str(Path(p).absolute()) for p in good], db, replace, save)
+
+
+def enroll_embeddings(model, name: str, emb: np.ndarray, sources: list[str], db: SpeakerDB | str | Path | None = None,
+                      replace: bool = False, save: bool = True) -> SpeakerDB:
+    """`enroll` from embeddings already made by `model` (embed_arrays), one row per source; `sources`
+    are what the database records of them (paths; `asr serve` records the uploads' names)."""
+    check_name(name)
+    db = _as_db(db)
+    db.check_model(model)
+    if len(sources) != len(emb) or not len(emb):
+        raise ValueError(f"enroll {name!r}: {len(emb)} embedding(s) for {len(sources)} source(s)")
     old = None if replace else db.speakers.get(name)
-    mean, count, paths = emb.mean(0), len(good), [str(Path(p).absolute()) for p in good]
+    mean, count, paths = emb.mean(0), len(sources), list(sources)
     if old is not None:
         mean = (old.mean * old.count + emb.sum(0)) / (old.count + count)
         count, paths = old.count + count, old.files + paths
@@ -268,21 +280,33 @@ def default_threshold(model) -> float:
     return float(t) if t is not None else DEFAULT_THRESHOLD
 
 
+def _check_identifiable(db: SpeakerDB, model) -> None:
+    if not db.speakers:
+        raise SpeakerDBError(f"{db.path}: no speakers enrolled (run `asr speaker enroll` first)")
+    db.check_model(model)
+
+
 def identify(model, db: SpeakerDB | str | Path | None, files, threshold: float | None = None,
              on_error=None) -> list[dict]:
     """Per readable file: {path, speaker, score, scores}: the enrolled speaker of highest cosine
     score, or "unknown" when that score is below `threshold` (default: the model's own)."""
     db = _as_db(db)
-    if not db.speakers:
-        raise SpeakerDBError(f"{db.path}: no speakers enrolled (run `asr speaker enroll` first)")
-    db.check_model(model)
+    _check_identifiable(db, model)  # before the embedding work
+    good, emb = embed_files(model, list(files), on_error)
+    return [{"path": path, **r} for path, r in zip(good, identify_embeddings(model, db, emb, threshold))]
+
+
+def identify_embeddings(model, db: SpeakerDB | str | Path | None, emb: np.ndarray,
+                        threshold: float | None = None) -> list[dict]:
+    """`identify` from embeddings already made by `model`: per row {speaker, score, scores}."""
+    db = _as_db(db)
+    _check_identifiable(db, model)
     threshold = default_threshold(model) if threshold is None else threshold
     names, centroids = db.matrix()
-    good, emb = embed_files(model, list(files), on_error)
     results = []
-    for path, scores in zip(good, emb @ centroids.T):
+    for scores in emb @ centroids.T if len(emb) else []:
         best = int(np.argmax(scores))
-        results.append({"path": path, "speaker": names[best] if scores[best] >= threshold else UNKNOWN,
+        results.append({"speaker": names[best] if scores[best] >= threshold else UNKNOWN,
                         "score": round(float(scores[best]), 4),
                         "scores": {n: round(float(s), 4) for n, s in zip(names, scores)}})
     return results
@@ -290,14 +314,18 @@ def identify(model, db: SpeakerDB | str | Path | None, files, threshold: float |
 
 def verify(model, file1, file2, threshold: float | None = None) -> dict:
     """Whether two recordings have the same speaker: {file1, file2, score, same, threshold}."""
-    threshold = default_threshold(model) if threshold is None else threshold
     errors = []
     good, emb = embed_files(model, [file1, file2], lambda p, m: errors.append(m))
     if errors:
         raise AudioError("; ".join(errors))
-    score = float(emb[0] @ emb[1])
-    return {"file1": str(file1), "file2": str(file2), "score": round(score, 4), "same": score >= threshold,
-            "threshold": threshold}
+    return {"file1": str(file1), "file2": str(file2), **verify_embeddings(model, emb[0], emb[1], threshold)}
+
+
+def verify_embeddings(model, emb1: np.ndarray, emb2: np.ndarray, threshold: float | None = None) -> dict:
+    """`verify` from two embeddings already made by `model`: {score, same, threshold}."""
+    threshold = default_threshold(model) if threshold is None else threshold
+    score = float(emb1 @ emb2)
+    return {"score": round(score, 4), "same": score >= threshold, "threshold": threshold}
 
 
 # -- evaluation (the recipes' scoring stage) -------------------------------------------------

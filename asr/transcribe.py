@@ -248,7 +248,7 @@ def _ts(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def _cues(t: Transcript, max_words: int = 8, max_gap: float = 1.0):
+def cues(t: Transcript, max_words: int = 8, max_gap: float = 1.0):
     """Group words into subtitle cues: break on long pauses or after max_words."""
     cue: list[Word] = []
     for w in t.words:
@@ -271,7 +271,7 @@ def format_transcript(t: Transcript, fmt: str) -> str:
     if fmt in ("srt", "vtt"):
         sep = "," if fmt == "srt" else "."
         out = [] if fmt == "srt" else ["WEBVTT", ""]
-        for i, cue in enumerate(_cues(t), 1):
+        for i, cue in enumerate(cues(t), 1):
             if fmt == "srt":
                 out.append(str(i))
             out += [f"{_ts(cue[0].start, sep)} --> {_ts(cue[-1].end, sep)}", " ".join(w.word for w in cue), ""]
