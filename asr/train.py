@@ -59,11 +59,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def read_utterances(dirs: list[str], log, skipped: list) -> list:
-    """All utterances of the data dirs, with durations; unreadable audio is skipped and recorded."""
+def read_utterances(dirs: list[str], log, skipped: list, durations: dict[str, float] | None = None) -> list:
+    """All utterances of the data dirs, with durations (from utt2dur, else `durations`, else the
+    audio's header); unreadable audio is skipped and recorded."""
     utts = []
     for d in dirs:
         for u in read_data_dir(d):
+            if u.duration is None and durations:
+                u.duration = durations.get(u.utt_id)
             if u.duration is None:
                 try:
                     u.duration = audio_duration(u.audio)
@@ -178,7 +181,13 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
         log.info("no checkpoint in %s: starting from scratch", ckpt_dir)
 
     skipped: list[tuple[str, str]] = []
-    train_utts = read_utterances(tc.train_data, log, skipped)
+    shard_durations = None
+    if tc.train_shards:
+        from .shards import resolve_shards
+
+        # the shard index lists every duration: streaming must not need the source audio on disk
+        shard_durations = {u: d for s, _ in resolve_shards(tc.train_shards)[1] for u, d in s["items"]}
+    train_utts = read_utterances(tc.train_data, log, skipped, shard_durations)
     dev_utts = read_utterances(tc.dev_data, log, skipped) if tc.dev_data else []
     if not train_utts:
         raise ValueError(f"train.train_data: no usable utterances in {tc.train_data}")

@@ -2,6 +2,7 @@
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +17,7 @@ from asr import shards
 from asr.audio import load_audio
 from asr.config import AugmentConfig
 from asr.data import Batch
-from asr.datadir import Utterance, write_data_dir
+from asr.datadir import Utterance, read_data_dir, write_data_dir
 from asr.shards import ShardError, ShardLoader, write_shards
 
 from .conftest import ROOT, needs_fsdd
@@ -196,17 +197,38 @@ def test_pipe_urls_keep_filter_and_cli(tmp_path):
 
 
 @needs_fsdd
-def test_trainer_streams_from_shards(tmp_path):
-    from .test_train import make_data, run_train, write_config
+def test_trainer_streams_from_shards_not_from_the_source_audio(tmp_path):
+    from .test_train import final_weights, make_data, run_train, write_config
 
-    data = make_data(tmp_path, n=12)
-    assert subprocess.run([sys.executable, "-m", "asr.shards", "write", str(data), str(tmp_path / "shards"),
-                           "--max-shard-mb", "0.05"], cwd=ROOT, capture_output=True).returncode == 0
+    # a copy of the FSDD clips, sharded, then overwritten with noise bytes: only the shards hold audio
+    utts = []
+    (tmp_path / "audio").mkdir()
+    for u in read_data_dir(make_data(tmp_path / "fsdd", n=12)):
+        copy = tmp_path / "audio" / os.path.basename(u.audio)
+        shutil.copy(u.audio, copy)
+        utts.append(Utterance(u.utt_id, str(copy), u.text, u.speaker))
+    data = tmp_path / "data"
+    write_data_dir(data, utts)
+    r = subprocess.run([sys.executable, "-m", "asr.shards", "write", str(data), str(tmp_path / "shards"),
+                        "--max-shard-mb", "0.05"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rng = np.random.default_rng(0)
+    for u in utts:
+        size = os.path.getsize(u.audio)
+        with open(u.audio, "wb") as f:
+            f.write(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+
     conf = write_config(tmp_path, data, max_steps=3, train_shards=str(tmp_path / "shards"), num_workers=0)
     r = run_train(conf, tmp_path / "exp")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "batches per epoch" in (tmp_path / "exp" / "train.log").read_text()
+    assert final_weights(tmp_path / "exp")["step"] == 3
+    assert (tmp_path / "exp" / "skipped_utts.txt").read_text() == ""
+    assert (tmp_path / "exp" / "bad_utts.txt").read_text() == ""
     assert yaml.safe_load((tmp_path / "exp" / "config.yaml").read_text())["train"]["train_shards"]
+    # the same run reading the data dir's audio finds nothing to train on
+    r = run_train(write_config(tmp_path, data, max_steps=3, num_workers=0), tmp_path / "from_files")
+    assert r.returncode != 0
+    assert "no usable utterances" in r.stderr
 
 
 @needs_fsdd

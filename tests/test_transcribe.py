@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -11,8 +10,10 @@ import soundfile as sf
 
 import asr
 from asr.audio import AudioError, load_audio
+from asr.metrics import corpus_wer
 from asr.pretrained import PackageError, load_model, resolve
 from asr.transcribe import Transcriber, split_on_pauses
+from data_prep.fsdd import trim_silence
 
 from .conftest import FSDD, ROOT, needs_fsdd
 
@@ -137,27 +138,51 @@ def test_package_with_wrong_checksum_is_refused(tmp_path):
     with pytest.raises(PackageError, match="checksum"):
         load_model(tmp_path / "bad.safetensors")
     (tmp_path / "trunc.safetensors").write_bytes(src[: len(src) // 2])
-    with pytest.raises(PackageError, match="trunc"):
+    with pytest.raises(PackageError, match="truncated or corrupt package"):  # the error, not the file name
         load_model(tmp_path / "trunc.safetensors")
     res = run_cli("--model", tmp_path / "bad.safetensors", CLIP)
     assert res.returncode == 2 and "bad.safetensors" in res.stderr
 
 
-def test_ten_minute_recording_memory_stays_bounded(model, tmp_path):
-    path, ref = digits_wav(tmp_path, [4, 2], pause=0.5)
-    wav, sr = load_audio(path)
-    reps = int(600 / (len(wav) / sr)) + 1
-    long = np.tile(wav, reps)[: 600 * sr]
-    tr = Transcriber(model, batch_size=4, max_segment=20.0)
-    spans = split_on_pauses(long, sr, 20.0)
-    assert max(b - a for a, b in spans) <= 20 * sr and spans[-1][1] == len(long)
-    tracemalloc.start()
-    t = tr.transcribe(long, sample_rate=sr)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    words = t.text.split()
-    assert len(words) > 0.9 * 2 * reps
+def test_ten_minute_recording_memory_stays_bounded(model, monkeypatch):
+    # Ten minutes of theo's test takes (trimmed) with 0.25-0.5 s pauses of noise at the level of
+    # the clips' own background (-74 dBFS): every word's position is known.
+    sr, rng = 8000, np.random.default_rng(0)
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    clips = {(d, k): trim_silence(load_audio(FSDD / f"{d}_theo_{k}.wav")[0]) for d in range(10) for k in range(5)}
+    parts, word_spans, ref = [], [], []
+    length = 0
+    while length < 600 * sr:
+        parts.append(rng.normal(0, 2e-4, int(rng.uniform(0.25, 0.5) * sr)).astype(np.float32))
+        length += len(parts[-1])
+        d, k = int(rng.integers(10)), int(rng.integers(5))
+        parts.append(clips[d, k])
+        word_spans.append((length, length + len(clips[d, k])))
+        ref.append(names[d])
+        length += len(clips[d, k])
+    long = np.concatenate(parts)[: 600 * sr]
+    ref = [w for w, (start, _) in zip(ref, word_spans) if start < len(long)]
+
+    # Through the real Transcriber: the segmenter's cuts and every input the model is given.
+    cuts, inputs = [], []
+    monkeypatch.setattr("asr.transcribe.split_on_pauses",
+                        lambda *args: cuts.append(split_on_pauses(*args)) or cuts[-1])
+    forward = model.forward
+    monkeypatch.setattr(model, "forward",
+                        lambda wav, lens, *args: inputs.append(lens.tolist()) or forward(wav, lens, *args))
+    t = Transcriber(model, batch_size=4, max_segment=20.0).transcribe(long, sample_rate=sr)
+
+    spans = cuts[0]
+    assert spans[0][0] == 0 and spans[-1][1] == len(long) and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    # memory is bounded by the segment, not the recording: no model input is longer than 20 s
+    fed = sorted(n for call in inputs for n in call)
+    assert fed == sorted(b - a for a, b in spans) and max(fed) <= 20 * sr and len(spans) >= 30
+    inside_words = [c for _, c in spans[:-1] if any(a <= c < b for a, b in word_spans)]
+    assert not inside_words, f"{len(inside_words)} of {len(spans) - 1} cuts inside a word"
+    # the words, against what was said: 3 % is above the shipped model's WER on spliced strings
+    # (README), which 20 s segments of one speaker's takes should not exceed
+    stats = corpus_wer([" ".join(ref)], [t.text])
+    print(stats.kaldi_line())
+    assert stats.rate <= 3.0, stats.kaldi_line()
     assert all(w1.start <= w2.start for w1, w2 in zip(t.words, t.words[1:]))
     assert t.words[-1].end <= 600 + 1e-6
-    # numpy-side peak: the recording itself is 19 MB at 8 kHz; activations are bounded by segments
-    assert peak < 200 * 2**20
