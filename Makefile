@@ -11,11 +11,12 @@ UV_VERSION := 0.13.9
 
 install: $(STAMP)
 
-# The system tools the LM and synthetic-speech tests need: KenLM's lmplz/build_binary (built from
-# the pinned kenlm sdist) and Debian's espeak-ng. Both scripts are no-ops once installed.
+# The system tools the tests need: KenLM's lmplz/build_binary (built from the pinned kenlm sdist),
+# Debian's espeak-ng (synthetic speech) and chromium (the `asr serve` page). No-ops once installed.
 tools: install
 	PYTHON=$(PY) tools/install_kenlm.sh
 	tools/install_espeak.sh
+	tools/install_chromium.sh
 
 # The lock is installed as it is (--require-hashes, --no-deps: nothing is resolved again), then the
 # project itself without build isolation, so the build does not fetch a floating setuptools either.
@@ -23,6 +24,7 @@ $(STAMP): setup.cfg pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 # Regenerate the lock after changing a requirement in setup.cfg, or to take newer releases on
@@ -32,7 +34,7 @@ $(STAMP): setup.cfg pyproject.toml $(LOCK)
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip compile setup.cfg --extra test --generate-hashes --no-header --emit-index-url \
+	$(VENV)/bin/uv pip compile setup.cfg --all-extras --generate-hashes --no-header --emit-index-url \
 	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o $(LOCK)
 	@echo "wrote $(LOCK); run 'make test' before committing it"
 
