@@ -44,7 +44,7 @@ def cmd_train(a) -> int:
 def cmd_cmvn(a) -> int:
     from tqdm import tqdm
 
-    from .audio import AudioError, load_audio
+    from .audio import AudioError
     from .config import load_config
     from .datadir import read_data_dir
     from .features import LogMel, compute_cmvn
@@ -59,7 +59,7 @@ def cmd_cmvn(a) -> int:
     def waves():
         for u in tqdm(utts, desc="cmvn", file=sys.stderr, leave=False, disable=None):
             try:
-                yield load_audio(u.audio, cfg.features.sample_rate)[0]
+                yield u.load_audio(cfg.features.sample_rate)[0]
             except AudioError as e:
                 print(f"cmvn: skipped {u.utt_id}: {e}", file=sys.stderr)
 
@@ -84,7 +84,9 @@ def cmd_decode(a) -> int:
     errors = []
     by_path = {}
     t0 = time.time()
-    for t in tr.transcribe_files([u.audio for u in utts], on_error=lambda p, m: errors.append((p, m))):
+    by_audio = {u.audio: u for u in utts}  # a wav.scp command (allowed by the reader) runs only here
+    for t in tr.transcribe_files(list(by_audio), on_error=lambda p, m: errors.append((p, m)),
+                                 load=lambda audio, sr: by_audio[audio].load_audio(sr)):
         by_path[t.path] = t
     elapsed = time.time() - t0
     hyps = {u.utt_id: by_path[u.audio].text for u in utts if u.audio in by_path}

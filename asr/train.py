@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .audio import AudioError, audio_duration
+from .audio import AudioError
 from .config import ExperimentConfig, dump_config
 from .data import AudioDataset, BucketBatchSampler, eval_batches, make_loader
 from .datadir import read_data_dir
@@ -66,7 +66,7 @@ def read_utterances(dirs: list[str], log, skipped: list) -> list:
         for u in read_data_dir(d):
             if u.duration is None:
                 try:
-                    u.duration = audio_duration(u.audio)
+                    u.duration = u.audio_duration()
                 except AudioError as e:
                     skipped.append((u.utt_id, str(e)))
                     continue
