@@ -126,7 +126,7 @@ def cmd_package(a) -> int:
 
     model = load_model(a.model)
     d = model.cfg.decode
-    if d.lm and not os.path.isabs(d.lm):  # it names its LM relative to itself: keep it found
+    if d.lm:  # it names its LM relative to itself: keep it found (an absolute or climbing one is refused)
         d.lm = package_relative_lm(package_lm(d.lm, model.package_path), a.output)
     info = dict(getattr(model, "info", {}) or {})
     for item in a.info:

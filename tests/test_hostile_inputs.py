@@ -126,3 +126,172 @@ def test_item1_paths_never_run_and_ids_never_name_paths(tmp_path, monkeypatch):
         with pytest.raises(DataDirError, match="would name a path"):
             write_data_dir(tmp_path / "w", [Utterance(bad, "a.wav")])
     assert utterance_file(tmp_path / "out", "u1", ".wav") == tmp_path / "out" / "u1.wav"
+
+
+# -- 2. the package checksum covers the header; declared sizes are checked before building -----
+
+def _forge(src: Path, dst: Path, seal: bool = True, **changes) -> Path:
+    """`src` with header fields changed (re-sealed with a valid checksum when `seal`: a forger can
+    compute one, so the size check must not rely on the checksum)."""
+    from safetensors.torch import load_file, save_file
+
+    from asr.pretrained import _sealed, read_header
+
+    tensors = load_file(src)
+    meta = {**read_header(src), **changes}
+    save_file(tensors, dst, metadata=_sealed(meta, tensors) if seal else meta)
+    return dst
+
+
+def test_item2_package_checksum_covers_header_and_sizes_are_checked(tmp_path, caplog):
+    from asr.pretrained import EMBEDDED_DIR, PackageError, load_model, read_header, registry
+
+    pkg = tiny_ctc(tmp_path)
+    meta = read_header(pkg)
+    assert meta["format_version"] == "2" and meta["package_sha256"]
+    vocab = json.loads(meta["model_meta"])
+    vocab["vocab"][1], vocab["vocab"][2] = vocab["vocab"][2], vocab["vocab"][1]
+    edited = _forge(pkg, tmp_path / "edited.safetensors", seal=False, model_meta=json.dumps(vocab))
+    with pytest.raises(PackageError, match=r"edited\.safetensors: checksum mismatch"):
+        load_model(edited)
+    # no checksum at all: refused, unless the caller says it trusts the file
+    bare = tmp_path / "bare.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(pkg), bare, metadata={k: v for k, v in meta.items()
+                                              if k not in ("package_sha256", "weights_sha256")})
+    with pytest.raises(PackageError, match=r"bare\.safetensors: package has no checksum"):
+        load_model(bare)
+    assert load_model(bare, allow_unverified=True).vocab.tokens == load_model(pkg).vocab.tokens
+    # format 1 (weights-only checksum) still loads, saying its header is unverified
+    old = _forge(pkg, tmp_path / "old.safetensors", seal=False, format_version="1")
+    with caplog.at_level("WARNING", logger="asr.pretrained"):
+        load_model(old)
+    assert "covers the weights, not the header" in caplog.text
+    # the shipped packages (format 1) load, vouched for by the registry's sha256 of the whole file
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="asr.pretrained"):
+        for name, entry in registry().items():
+            assert read_header(EMBEDDED_DIR / entry["file"])["format_version"] == "1"
+            load_model(name)
+    assert caplog.text == ""
+    # a tiny header cannot demand gigabytes: sizes no stored tensor holds are refused before building
+    cfg = json.loads(meta["config"])
+    for key, value in (("num_layers", 10**6), ("hidden_size", 10**8)):
+        forged = _forge(pkg, tmp_path / f"{key}.safetensors",
+                        config=json.dumps({**cfg, "model": {**cfg["model"], key: value}}))
+        with pytest.raises(PackageError, match=rf"{key}\.safetensors: header declares model\.{key} = {value}"):
+            load_model(forged)
+    # a size that fits but differs from the stored tensors names the tensor
+    forged = _forge(pkg, tmp_path / "h9.safetensors", config=json.dumps({**cfg, "model": {**cfg["model"], "hidden_size": 9}}))
+    with pytest.raises(PackageError, match=r"h9\.safetensors: weights do not fit.*wrong shape"):
+        load_model(forged)
+
+
+# -- 3. a package's decode.lm stays inside the package's folder --------------------------------
+
+def test_item3_package_lm_must_stay_in_its_folder(tmp_path):
+    from asr.pretrained import PackageError, load_model, package_relative_lm, read_header
+    from asr.transcribe import Transcriber
+
+    from .helpers import write_arpa
+
+    pkg = tiny_ctc(tmp_path)
+    cfg = json.loads(read_header(pkg)["config"])
+    (tmp_path / "pkg").mkdir()
+    for lm in ("/etc/passwd", "../secret.arpa", "lm/../../secret.arpa"):
+        forged = _forge(pkg, tmp_path / "pkg" / "forged.safetensors",
+                        config=json.dumps({**cfg, "decode": {**cfg["decode"], "decoder": "beam", "lm": lm}}))
+        model = load_model(forged)  # greedy decoding, or --lm, still work
+        with pytest.raises(PackageError, match=rf"forged\.safetensors: decode\.lm '{lm}' must name a file in the package's folder"):
+            Transcriber(model)
+        assert Transcriber(model, "greedy").beam is None
+    # writers place an LM from elsewhere beside the package, so what they write is accepted
+    arpa = write_arpa(tmp_path / "lm.arpa", {"yes": -0.3, "no": -0.3})
+    assert package_relative_lm(arpa, tmp_path / "pkg" / "m.safetensors") == "m.arpa"
+    assert (tmp_path / "pkg" / "m.arpa").read_bytes() == arpa.read_bytes()
+    forged = _forge(pkg, tmp_path / "pkg" / "m.safetensors",
+                    config=json.dumps({**cfg, "decode": {**cfg["decode"], "decoder": "beam", "lm": "m.arpa"}}))
+    assert Transcriber(load_model(forged)).beam is not None
+
+
+# -- 4. URL models: cache keyed by URL, verified before caching, timeouts ----------------------
+
+@pytest.fixture
+def http_server():
+    """A loopback HTTP server: {path: bytes} served as files, `/slow/...` trickled a byte at a time."""
+    import http.server
+    import threading
+    import time
+
+    files: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                if self.path.startswith("/slow/"):
+                    for i in range(min(len(body), 200)):  # at most ~10 s, whatever the client does
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                else:
+                    self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", files
+    server.shutdown()
+    server.server_close()
+
+
+def test_item4_url_models_cache_by_url_and_verify_before_caching(tmp_path, monkeypatch, http_server):
+    from asr.config import ExperimentConfig, FeatureConfig, ModelConfig
+    from asr.models import CTCModel
+    from asr.pretrained import PackageError, load_model, resolve, save_package
+    from asr.text import Vocabulary
+
+    monkeypatch.setenv("ASR_HOME", str(tmp_path / "home"))
+    base, files = http_server
+    packages = {}
+    for name, text in (("a", "yes no"), ("b", "cat dog")):
+        cfg = ExperimentConfig()
+        cfg.features = FeatureConfig(sample_rate=SR, n_fft=256, win_length=200, hop_length=80, n_mels=20)
+        cfg.model = ModelConfig(num_layers=1, hidden_size=8)
+        packages[name] = save_package(CTCModel(cfg, Vocabulary.from_texts([text])), tmp_path / f"{name}.safetensors")
+        files[f"/{name}/model.safetensors"] = packages[name].read_bytes()
+    # two URLs ending in the same file name are two models, two cache entries
+    vocab_a = load_model(f"{base}/a/model.safetensors").vocab.tokens
+    vocab_b = load_model(f"{base}/b/model.safetensors").vocab.tokens
+    assert vocab_a == load_model(packages["a"]).vocab.tokens != vocab_b == load_model(packages["b"]).vocab.tokens
+    cache = tmp_path / "home" / "models"
+    assert len(list(cache.iterdir())) == 2
+    # an HTML page (a login wall, a 200 error page) is refused and never cached
+    files["/html/model.safetensors"] = b"<!doctype html><html><body>Please log in</body></html>\n" * 20
+    for _ in range(2):
+        with pytest.raises(PackageError, match="html/model.safetensors: the download is not a usable model package"):
+            resolve(f"{base}/html/model.safetensors")
+    # a corrupt package (a flipped byte in the weights) neither
+    corrupt = bytearray(files["/a/model.safetensors"])
+    corrupt[-3] ^= 0xFF
+    files["/c/model.safetensors"] = bytes(corrupt)
+    with pytest.raises(PackageError, match="checksum mismatch; nothing was cached|checksum mismatch"):
+        resolve(f"{base}/c/model.safetensors")
+    # a server that trickles bytes fails cleanly once the timeout passes
+    files["/slow/model.safetensors"] = files["/a/model.safetensors"]
+    with pytest.raises(PackageError, match="slow/model.safetensors: download failed .*stalled"):
+        resolve(f"{base}/slow/model.safetensors", timeout=0.5)
+    assert len(list(cache.iterdir())) == 2  # only the two good packages, no partial files
