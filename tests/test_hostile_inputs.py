@@ -295,3 +295,73 @@ def test_item4_url_models_cache_by_url_and_verify_before_caching(tmp_path, monke
     with pytest.raises(PackageError, match="slow/model.safetensors: download failed .*stalled"):
         resolve(f"{base}/slow/model.safetensors", timeout=0.5)
     assert len(list(cache.iterdir())) == 2  # only the two good packages, no partial files
+
+
+# -- 12. speaker DB: locked read-modify-write, enough speech, no clip twice, clean names --------
+
+def _enroll_in_child(model, name, files, db, barrier):
+    from asr.speaker import enroll
+
+    barrier.wait()  # both processes read the database at the same moment
+    enroll(model, name, files, db)
+
+
+def test_item12_speaker_db_concurrent_enrolls_speech_and_duplicates(tmp_path, monkeypatch):
+    import multiprocessing
+    import time
+
+    from asr import speaker
+    from asr.models.speaker import SpeakerModel
+    from asr.speaker import SpeakerDB, SpeakerDBError, enroll
+
+    from .test_speaker import small_cfg, voice
+
+    torch.manual_seed(0)
+    model = SpeakerModel(small_cfg(), ["lo", "hi"]).eval()
+    files = {}
+    for k, f0 in enumerate((110.0, 220.0, 330.0, 440.0)):
+        files[f0] = str(tmp_path / f"v{k}.wav")
+        save_audio(files[f0], voice(f0, 1.2, k), SR)
+    # Widen the window between reading and writing the database, as a slow embedding does.
+    real_embed = speaker.embed_arrays
+    monkeypatch.setattr(speaker, "embed_arrays", lambda *a, **k: (time.sleep(0.3), real_embed(*a, **k))[1])
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(3):
+        db = tmp_path / f"db{trial}.json"
+        barrier = ctx.Barrier(3)
+        procs = [ctx.Process(target=_enroll_in_child, args=(model, f"spk{i}", [files[f0]], db, barrier))
+                 for i, f0 in enumerate((110.0, 220.0, 330.0))]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0, 0, 0]
+        assert sorted(SpeakerDB.load(db).speakers) == ["spk0", "spk1", "spk2"], f"trial {trial}: a speaker was lost"
+    monkeypatch.setattr(speaker, "embed_arrays", real_embed)
+
+    db = tmp_path / "db.json"
+    # silence, a 10 ms clip and a single short word are not a voice print
+    save_audio(tmp_path / "silence.wav", np.zeros(2 * SR, np.float32), SR)
+    save_audio(tmp_path / "click.wav", voice(220.0, 0.01, 0), SR)
+    save_audio(tmp_path / "short.wav", voice(220.0, 0.5, 0), SR)
+    for name in ("silence", "click"):
+        with pytest.raises(AudioError, match=rf"{name}\.wav: 0\.00 s of speech"):
+            enroll(model, "x", [tmp_path / f"{name}.wav"], db)
+    with pytest.raises(AudioError, match=r"enroll 'x': 0\.\d\d s of speech in 1 file\(s\); at least 1\.0 s"):
+        enroll(model, "x", [tmp_path / "short.wav"], db)
+    assert not db.exists()
+    # the same clip is enrolled once: twice in one call, again later, or as a copy under another name
+    with pytest.raises(AudioError, match="given twice"):
+        enroll(model, "x", [files[110.0], files[110.0]], db)
+    enroll(model, "x", [files[110.0]], db)
+    shutil.copy(files[110.0], tmp_path / "copy.wav")
+    with pytest.raises(SpeakerDBError, match=r"copy\.wav: this audio is already enrolled for 'x'"):
+        enroll(model, "x", [tmp_path / "copy.wav"], db)
+    failed = []
+    enroll(model, "x", [tmp_path / "copy.wav", files[220.0]], db, on_error=lambda p, m: failed.append(p))
+    assert failed == [str(tmp_path / "copy.wav")] and SpeakerDB.load(db).speakers["x"].count == 2
+    assert enroll(model, "x", [files[110.0]], db, replace=True).speakers["x"].count == 1  # --replace starts over
+    # a name is one clean line, not a path
+    for bad in ("", " ", "a\nb", "a\tb", "zero\u200bwidth", "a/b", "..\\x"):
+        with pytest.raises(ValueError, match="speaker name"):
+            enroll(model, bad, [files[440.0]], db)
