@@ -79,6 +79,9 @@ def cmd_decode(a) -> int:
     model = load_model(a.model or "digits", a.device)
     tr = Transcriber(model, a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size)
     utts = read_data_dir(a.data)
+    if unscored := [u.utt_id for u in utts if u.text is None]:  # scoring them against "" is 3100 % WER
+        raise ValueError(f"{a.data}: no reference transcript for {len(unscored)} utterance(s) (e.g. {unscored[0]!r}; "
+                         "a data dir needs a `text` file to be decoded and scored); `asr transcribe` only transcribes")
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors = []

@@ -365,3 +365,59 @@ def test_item12_speaker_db_concurrent_enrolls_speech_and_duplicates(tmp_path, mo
     for bad in ("", " ", "a\nb", "a\tb", "zero\u200bwidth", "a/b", "..\\x"):
         with pytest.raises(ValueError, match="speaker name"):
             enroll(model, bad, [files[440.0]], db)
+
+
+# -- 13. asr train refuses configs and data that train nothing; decode needs references ---------
+
+def test_item13_train_refuses_configs_and_data_that_train_nothing(tmp_path, capsys):
+    from asr.cli import main as cli_main
+    from asr.config import ConfigError, load_config
+    from asr.metrics import score
+    from asr.text import Vocabulary, case_variants, normalize
+    from asr.train import train
+
+    for override, key in (("model.num_layers=0", "model.num_layers"), ("model.num_layers=-1", "model.num_layers"),
+                          ("model.hidden_size=0", "model.hidden_size"), ("train.max_epochs=0", "train.max_epochs"),
+                          ("train.batch_seconds=-5", "train.batch_seconds"), ("train.amp=fp8", "train.amp"),
+                          ("features.sample_rate=-8000", "features.sample_rate"), ("train.lr=.nan", "train.lr"),
+                          ("decode.alpha=.inf", "decode.alpha"), ("model=null", "model"), ("model=[1, 2]", "model")):
+        with pytest.raises(ConfigError, match=rf"{key}: "):
+            load_config(None, [override])
+    (tmp_path / "null.yaml").write_text("model:\ntrain:\n  max_epochs: 1\n")
+    with pytest.raises(ConfigError, match="null.yaml: model: is null"):
+        load_config(tmp_path / "null.yaml")
+
+    # a data dir without `text`, and one whose every utterance is unusable: named errors, no package
+    wavs = []
+    for i in range(2):
+        wavs.append(tmp_path / f"u{i}.wav")
+        save_audio(wavs[-1], tone(0.5, 200.0 + 50 * i), SR)
+    write_data_dir(tmp_path / "notext", [Utterance(f"u{i}", str(w), None, "s", 0.5) for i, w in enumerate(wavs)])
+    write_data_dir(tmp_path / "cases", [Utterance("u0", str(wavs[0]), "YES no", "s", 0.5),
+                                        Utterance("u1", str(wavs[1]), "yes No\u200b", "s", 0.5)])
+    overrides = ["features.sample_rate=8000", "features.n_fft=256", "features.win_length=200",
+                 "features.hop_length=80", "features.n_mels=20", "model.num_layers=1", "model.hidden_size=8",
+                 "train.num_workers=0"]
+    cfg = load_config(None, overrides + [f"train.train_data=[{tmp_path / 'notext'}]"])
+    with pytest.raises(ValueError, match=r"none of the 2 utterances .* has no `text` file"):
+        train(cfg, tmp_path / "exp1")
+    assert not (tmp_path / "exp1" / "model.safetensors").exists()
+    cfg = load_config(None, overrides + [f"train.train_data=[{tmp_path / 'cases'}]", "train.max_duration=0.1"])
+    with pytest.raises(ValueError, match=r"none of the 2 utterances .* longer than train\.max_duration"):
+        train(cfg, tmp_path / "exp2")
+    assert not (tmp_path / "exp2" / "model.safetensors").exists()
+    log = (tmp_path / "exp2" / "train.log").read_text()
+    assert "2 word(s) in more than one case" in log and "No/no" in log and "YES/yes" in log
+
+    # decode refuses to score against references it does not have (was %WER 3100.00 [ 31 / 0 ])
+    pkg = tiny_ctc(tmp_path)
+    assert cli_main(["decode", "--model", str(pkg), "--data", str(tmp_path / "notext"),
+                     "--out-dir", str(tmp_path / "dec")]) != 0
+    assert "no reference transcript for 2 utterance(s)" in capsys.readouterr().err
+    assert not (tmp_path / "dec" / "wer").exists()
+
+    # one reading of a transcript for training and scoring: NFC, no invisible characters
+    assert normalize("no\u0308 ye\u200bs\ufeff") == "nö yes"
+    assert Vocabulary.from_texts(["ye\u200bs", "no\u0308"]).tokens == Vocabulary.from_texts(["yes", "nö"]).tokens
+    assert score({"u": "ye\u200bs no\u0308"}, {"u": "yes nö"}, tmp_path / "score").errors == 0
+    assert case_variants(["YES no", "yes"]) == {"yes": ["YES", "yes"]}
