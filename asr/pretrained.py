@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
+from tqdm import tqdm
 
 from .checkpoint import atomic_write_bytes, sha256_file
 from .config import ExperimentConfig, load_config
@@ -326,8 +327,6 @@ def _download(url: str, dest, timeout: float) -> None:
     """`url` into the open file `dest`, with a progress bar on stderr. Fails when a socket operation
     waits `timeout` s, or when a whole `timeout` window brings less than MIN_DOWNLOAD_RATE: a server
     trickling one byte a second must not hang the command for ever."""
-    from tqdm import tqdm
-
     with urllib.request.urlopen(url, timeout=timeout) as r:
         total = int(r.headers.get("Content-Length") or 0) or None
         name = Path(urllib.parse.urlparse(url).path).name or url

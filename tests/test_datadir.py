@@ -369,7 +369,8 @@ line_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_charac
 @given(st.dictionaries(ids, st.tuples(line_text.filter(bool), line_text, ids,
                                       st.floats(0, 1e5).map(lambda d: round(d, 3))), min_size=1, max_size=6))
 def test_fuzz_round_trip(entries):
-    utts = [Utterance(u, audio, text, spk, dur, pipe=audio.endswith("|")) for u, (audio, text, spk, dur) in entries.items()]
+    utts = [Utterance(u, audio, text, spk, dur, pipe=audio.endswith("|"))
+            for u, (audio, text, spk, dur) in entries.items()]
     with tempfile.TemporaryDirectory() as tmp:
         write_data_dir(tmp, utts)
         assert read_data_dir(tmp, allow_pipes=True) == sorted_utts(utts)

@@ -183,7 +183,8 @@ def test_item2_package_checksum_covers_header_and_sizes_are_checked(tmp_path, ca
         with pytest.raises(PackageError, match=rf"{key}\.safetensors: header declares model\.{key} = {value}"):
             load_model(forged)
     # a size that fits but differs from the stored tensors names the tensor
-    forged = _forge(pkg, tmp_path / "h9.safetensors", config=json.dumps({**cfg, "model": {**cfg["model"], "hidden_size": 9}}))
+    forged = _forge(pkg, tmp_path / "h9.safetensors",
+                    config=json.dumps({**cfg, "model": {**cfg["model"], "hidden_size": 9}}))
     with pytest.raises(PackageError, match=r"h9\.safetensors: weights do not fit.*wrong shape"):
         load_model(forged)
 
@@ -203,7 +204,7 @@ def test_item3_package_lm_must_stay_in_its_folder(tmp_path):
         forged = _forge(pkg, tmp_path / "pkg" / "forged.safetensors",
                         config=json.dumps({**cfg, "decode": {**cfg["decode"], "decoder": "beam", "lm": lm}}))
         model = load_model(forged)  # greedy decoding, or --lm, still work
-        with pytest.raises(PackageError, match=rf"forged\.safetensors: decode\.lm '{lm}' must name a file in the package's folder"):
+        with pytest.raises(PackageError, match=rf"forged\.safetensors: decode\.lm '{lm}' must name a file in the package"):
             Transcriber(model)
         assert Transcriber(model, "greedy").beam is None
     # writers place an LM from elsewhere beside the package, so what they write is accepted
