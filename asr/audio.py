@@ -41,7 +41,11 @@ def _read(source, name: str) -> tuple[np.ndarray, int]:
 
 
 def read_pipe(command: str) -> bytes:
-    """Run a Kaldi wav.scp pipe command (`sph2pipe -f wav x.sph |`) and return its stdout."""
+    """Run a Kaldi wav.scp pipe command (`sph2pipe -f wav x.sph |`) in a shell and return its stdout.
+
+    Only `asr.datadir` calls this, for wav.scp entries whose data dir the user allowed to run
+    commands (a data dir from elsewhere can run anything): no path given by a user is run.
+    """
     cmd = command.rstrip()
     if cmd.endswith("|"):
         cmd = cmd[:-1]
@@ -52,27 +56,37 @@ def read_pipe(command: str) -> bytes:
 
 
 def load_audio(path, sample_rate: int | None = None, *, mono: bool = True) -> tuple[np.ndarray, int]:
-    """Read `path` (a file, a Kaldi pipe `cmd |`, or bytes) as float32 in [-1, 1].
+    """Read `path` (a file, or bytes) as float32 in [-1, 1].
 
+    A path is only ever opened, never run: `x; rm -rf ~ |` is a (strange) file name here. Kaldi's
+    `cmd |` entries are wav.scp's business (`asr.datadir`, opt-in).
     Returns (samples, sample_rate): mono 1-D when `mono` (channels averaged), else (frames, channels).
     With `sample_rate` the audio is resampled to it; audio is never silently re-interpreted at
     another rate. Raises AudioError naming the file for missing, empty, unreadable, zero-length
     or non-finite audio.
     """
     if isinstance(path, (bytes, bytearray)):
-        name, source = "<bytes>", io.BytesIO(path)
-    else:
-        name = str(path)
-        if name.rstrip().endswith("|"):
-            source = io.BytesIO(read_pipe(name))
-        else:
-            if not os.path.exists(name):
-                raise AudioError(f"{name}: no such file")
-            if os.path.isdir(name):
-                raise AudioError(f"{name}: is a directory, not an audio file")
-            if os.path.getsize(name) == 0:
-                raise AudioError(f"{name}: empty file (0 bytes)")
-            source = name
+        return decode_audio(bytes(path), "<bytes>", sample_rate, mono=mono)
+    name = os.fspath(path)
+    if not isinstance(name, str):
+        raise AudioError(f"{name!r}: expected a path or bytes")
+    if not os.path.exists(name):
+        raise AudioError(f"{name}: no such file")
+    if os.path.isdir(name):
+        raise AudioError(f"{name}: is a directory, not an audio file")
+    if os.path.getsize(name) == 0:
+        raise AudioError(f"{name}: empty file (0 bytes)")
+    return _decoded(name, name, sample_rate, mono)
+
+
+def decode_audio(data: bytes, name: str, sample_rate: int | None = None, *,
+                 mono: bool = True) -> tuple[np.ndarray, int]:
+    """`load_audio` for audio already in memory (a pipe's output, a shard member); `name` is what
+    error messages call it."""
+    return _decoded(io.BytesIO(data), name, sample_rate, mono)
+
+
+def _decoded(source, name: str, sample_rate: int | None, mono: bool) -> tuple[np.ndarray, int]:
     data, sr = _read(source, name)
     if data.shape[0] == 0:
         raise AudioError(f"{name}: zero-length audio (no samples)")

@@ -44,7 +44,7 @@ def cmd_train(a) -> int:
 def cmd_cmvn(a) -> int:
     from tqdm import tqdm
 
-    from .audio import AudioError, load_audio
+    from .audio import AudioError
     from .config import load_config
     from .datadir import read_data_dir
     from .features import LogMel, compute_cmvn
@@ -59,7 +59,7 @@ def cmd_cmvn(a) -> int:
     def waves():
         for u in tqdm(utts, desc="cmvn", file=sys.stderr, leave=False, disable=None):
             try:
-                yield load_audio(u.audio, cfg.features.sample_rate)[0]
+                yield u.load_audio(cfg.features.sample_rate)[0]
             except AudioError as e:
                 print(f"cmvn: skipped {u.utt_id}: {e}", file=sys.stderr)
 
@@ -79,12 +79,17 @@ def cmd_decode(a) -> int:
     model = load_model(a.model or "digits", a.device)
     tr = Transcriber(model, a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size)
     utts = read_data_dir(a.data)
+    if unscored := [u.utt_id for u in utts if u.text is None]:  # scoring them against "" is 3100 % WER
+        raise ValueError(f"{a.data}: no reference transcript for {len(unscored)} utterance(s) (e.g. {unscored[0]!r}; "
+                         "a data dir needs a `text` file to be decoded and scored); `asr transcribe` only transcribes")
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors = []
     by_path = {}
     t0 = time.time()
-    for t in tr.transcribe_files([u.audio for u in utts], on_error=lambda p, m: errors.append((p, m))):
+    by_audio = {u.audio: u for u in utts}  # a wav.scp command (allowed by the reader) runs only here
+    for t in tr.transcribe_files(list(by_audio), on_error=lambda p, m: errors.append((p, m)),
+                                 load=lambda audio, sr: by_audio[audio].load_audio(sr)):
         by_path[t.path] = t
     elapsed = time.time() - t0
     hyps = {u.utt_id: by_path[u.audio].text for u in utts if u.audio in by_path}
@@ -124,7 +129,7 @@ def cmd_package(a) -> int:
 
     model = load_model(a.model)
     d = model.cfg.decode
-    if d.lm and not os.path.isabs(d.lm):  # it names its LM relative to itself: keep it found
+    if d.lm:  # it names its LM relative to itself: keep it found (an absolute or climbing one is refused)
         d.lm = package_relative_lm(package_lm(d.lm, model.package_path), a.output)
     info = dict(getattr(model, "info", {}) or {})
     for item in a.info:

@@ -2,12 +2,14 @@
 
 One YAML file describes one experiment (features, augmentation, model, training, decoding), so
 a recipe's `conf/` is a readable list of what was run.  Unknown keys are errors, not silently
-ignored: a typo in a config must not train the wrong model for a day.
+ignored: a typo in a config must not train the wrong model for a day; so are values out of range
+(`num_layers: 0`, `amp: fp8`, `batch_seconds: -5`), each named by its key (`validate`).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,9 @@ class ExperimentConfig:
 
 def from_dict(cls, data: dict | None, where: str = ""):
     """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys raise."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys to values, got {type(data).__name__} "
+                          f"{str(data)[:40]!r}")
     data = dict(data or {})
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
@@ -131,6 +136,9 @@ def from_dict(cls, data: dict | None, where: str = ""):
         default = getattr(cls(), name) if not dataclasses.is_dataclass(f.type) else None
         sub = _dataclass_type(cls, name)
         if sub is not None:
+            if value is None:  # `model:` with nothing under it reads as null: not "the defaults"
+                raise ConfigError(f"{f'{where}.{name}'.lstrip('.')}: is null; give its keys, or remove the "
+                                  "section to use the defaults")
             kwargs[name] = from_dict(sub, value, f"{where}.{name}".lstrip("."))
         else:
             kwargs[name] = _coerce(value, default, f"{where}.{name}".lstrip("."))
@@ -160,6 +168,69 @@ def _coerce(value, default, where):
     if isinstance(default, (int, float, str, list, dict)) and not isinstance(value, type(default)):
         raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
     return value
+
+
+# Allowed values, checked after parsing: (section, key) -> (test, what the test means).
+def _at_least(low):
+    return (lambda v: v >= low), f">= {low}"
+
+
+def _above(low):
+    return (lambda v: v > low), f"> {low}"
+
+
+def _one_of(*choices):
+    return (lambda v: v in choices), f"one of {list(choices)}"
+
+
+def _fraction(v):
+    return 0 <= v < 1
+
+
+RULES = {
+    "features": {"sample_rate": _above(0), "n_fft": ((lambda v: 1 <= v <= 2**16), "in [1, 65536]"),
+                 "win_length": _at_least(1), "hop_length": _at_least(1), "n_mels": _at_least(1),
+                 "f_min": _at_least(0), "dither": _at_least(0), "preemphasis": (_fraction, "in [0, 1)"),
+                 "window": _one_of("hann", "hamming")},
+    "augment": {"freq_masks": _at_least(0), "freq_mask_width": _at_least(0), "time_masks": _at_least(0),
+                "time_mask_ratio": ((lambda v: 0 <= v <= 1), "in [0, 1]"),
+                "speed_perturb": ((lambda v: all(x > 0 for x in v)), "a list of factors > 0"),
+                "gain_db": ((lambda v: len(v) in (0, 2)), "[] or [low, high]"),
+                "noise_snr_db": ((lambda v: len(v) in (0, 2)), "[] or [low, high]")},
+    "model": {"cell": _one_of("lstm", "gru"), "unit": _one_of("char", "word"), "num_layers": _at_least(1),
+              "hidden_size": _at_least(1), "proj_size": _at_least(0), "dropout": (_fraction, "in [0, 1)"),
+              "subsample": _one_of("none", "stack", "conv"), "stack_frames": _at_least(1),
+              "conv_channels": _at_least(1), "embedding_dim": _at_least(1)},
+    "train": {"max_epochs": _at_least(1), "max_steps": _at_least(0), "batch_seconds": _above(0),
+              "max_batch_size": _at_least(1), "max_duration": _above(0), "lr": _above(0),
+              "weight_decay": _at_least(0), "warmup_steps": _at_least(0),
+              "final_lr_ratio": ((lambda v: 0 <= v <= 1), "in [0, 1]"), "clip_grad_norm": _above(0),
+              "grad_accum": _at_least(1), "amp": _one_of("bf16", "fp16", "none"), "num_workers": _at_least(0),
+              "checkpoint_every": _at_least(1), "keep_checkpoints": _at_least(1), "eval_every": _at_least(0),
+              "patience": _at_least(0), "log_every": _at_least(1)},
+    "decode": {"decoder": _one_of("greedy", "beam"), "beam_width": _at_least(1), "batch_size": _at_least(1),
+               "alpha": (math.isfinite, "finite"), "beta": (math.isfinite, "finite")},
+}
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Refuse values no run can use, naming the key: a config that trains nothing must not exit 0."""
+    for section, rules in RULES.items():
+        values = getattr(cfg, section)
+        for key, (ok, meaning) in rules.items():
+            value = getattr(values, key)
+            numbers = value if isinstance(value, list) else [value]
+            if any(isinstance(x, float) and not math.isfinite(x) for x in numbers) and meaning != "finite":
+                raise ConfigError(f"{section}.{key}: must be finite, got {value!r}")
+            if not ok(value):
+                raise ConfigError(f"{section}.{key}: must be {meaning}, got {value!r}")
+    f = cfg.features
+    if f.win_length > f.n_fft:
+        raise ConfigError(f"features.win_length: must be <= features.n_fft ({f.n_fft}), got {f.win_length}")
+    if f.f_max is not None and not f.f_min < f.f_max <= f.sample_rate / 2:
+        raise ConfigError(f"features.f_max: must be in (f_min, sample_rate / 2] = ({f.f_min}, {f.sample_rate / 2}], "
+                          f"got {f.f_max}")
+    return cfg
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -192,7 +263,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
         data = _with_base(data, Path(path))
     data = apply_overrides(json.loads(json.dumps(data)), list(overrides))
     try:
-        return from_dict(ExperimentConfig, data)
+        return validate(from_dict(ExperimentConfig, data))
     except ConfigError as e:
         raise ConfigError(f"{path or 'config'}: {e}") from None
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .audio import AudioError, load_audio
+from .audio import AudioError
 from .config import AugmentConfig
 from .datadir import Utterance
 from .features import augment_waveform
@@ -55,7 +55,7 @@ class AudioDataset(torch.utils.data.Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         utt = self.utts[index]
         try:
-            wav, _ = load_audio(utt.audio, self.sample_rate)
+            wav, _ = utt.load_audio(self.sample_rate)
         except AudioError as e:
             return {"utt_id": utt.utt_id, "error": str(e)}
         if self.augment is not None:

@@ -5,7 +5,12 @@ UTF-8 and sorted by utterance id in C-locale byte order, so Kaldi/ESPnet tools a
 and we accept what they write. Parse errors are `DataDirError`s of the form `file:line: problem`,
 because a bare KeyError three stages later does not tell anyone which line of which file to fix.
 
-    python -m asr.datadir validate DIR [--no-audio]
+    python -m asr.datadir validate DIR [--no-audio] [--allow-pipes]
+
+Kaldi's `cmd |` wav.scp entries are shell commands, and a data dir from elsewhere can hold any
+command: they run only when the reader allows it (`allow_pipes=True`, `--allow-pipes`, or the
+environment variable ASR_ALLOW_PIPES=1); otherwise reading the data dir fails at that line. A
+manifest's `audio_filepath`, like any path a user gives, is always a file name.
 """
 from __future__ import annotations
 
@@ -18,10 +23,10 @@ import re
 import sys
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from asr.audio import AudioError, load_audio
+from asr.audio import AudioError, audio_duration, decode_audio, load_audio, read_pipe
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,8 @@ MANIFEST = "manifest.jsonl"
 _FIELD_SEP = re.compile(r"[ \t]+")
 # Python's float() also takes "1_0", "inf" and "nan"; a duration file should not.
 _DURATION = re.compile(r"\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# Opt-in for running wav.scp commands without a code change (recipes, `asr train`'s data dirs).
+ALLOW_PIPES_ENV = "ASR_ALLOW_PIPES"
 # utt2dur keeps 3 decimals; the header and the decoded sample count may disagree by a frame or two.
 _DURATION_TOLERANCE = 0.01
 
@@ -41,14 +48,31 @@ class DataDirError(ValueError):
 @dataclass
 class Utterance:
     utt_id: str
-    audio: str  # a path, or a Kaldi pipe command ending in "|"
+    audio: str  # a path, or (with pipe=True) a Kaldi pipe command ending in "|"
     text: str | None = None
     speaker: str = ""  # empty means "its own speaker", Kaldi's convention when utt2spk is absent
     duration: float | None = None  # seconds
+    # Whether `audio` is a command to run: only a wav.scp read with pipes allowed, or a data-prep
+    # script that says so, sets it. Not part of equality: a manifest holds the same utterance, it
+    # just cannot run it.
+    pipe: bool = field(default=False, compare=False)
 
     def __post_init__(self):
         if self.speaker == "":
             self.speaker = self.utt_id
+
+    def load_audio(self, sample_rate: int | None = None, *, mono: bool = True):
+        """(samples, rate) of this utterance: its file, or its command's output when `pipe`."""
+        if self.pipe:
+            return decode_audio(read_pipe(self.audio), self.audio, sample_rate, mono=mono)
+        return load_audio(self.audio, sample_rate, mono=mono)
+
+    def audio_duration(self) -> float:
+        """Seconds of audio: from the file's header, or by running the command when `pipe`."""
+        if self.pipe:
+            samples, sr = self.load_audio(mono=False)
+            return len(samples) / sr
+        return audio_duration(self.audio)
 
 
 def _sort_key(utt_id: str) -> bytes:
@@ -64,6 +88,36 @@ def _token_problem(value, what: str) -> str | None:
         if c.isspace() or unicodedata.category(c) in ("Cc", "Cs"):
             return f"{what} {value!r} contains whitespace or a control character {c!r}"
     return None
+
+
+def _utt_id_problem(value) -> str | None:
+    """Why `value` cannot be an utterance id, or None. Ids become file names (`<out>/<id>.wav`),
+    so one must not be able to name a path: no separators, not `.` or `..`."""
+    if problem := _token_problem(value, "utt id"):
+        return problem
+    if "/" in value or "\\" in value or value in (".", ".."):
+        return f"utt id {value!r} would name a path (contains '/' or '\\', or is '.' or '..')"
+    return None
+
+
+def utterance_file(folder: str | os.PathLike, utt_id: str, suffix: str) -> Path:
+    """`folder/<utt_id><suffix>`, refusing an id that would put the file anywhere else."""
+    if problem := _utt_id_problem(utt_id):
+        raise DataDirError(f"{folder}: {problem}")
+    folder = Path(folder)
+    path = folder / f"{utt_id}{suffix}"
+    if path.resolve().parent != folder.resolve():
+        raise DataDirError(f"{folder}: utt id {utt_id!r} would write outside it ({path})")
+    return path
+
+
+def pipes_allowed(allow_pipes: bool | None = None) -> bool:
+    """The caller's explicit choice, or else the environment's ASR_ALLOW_PIPES=1."""
+    return allow_pipes if allow_pipes is not None else os.environ.get(ALLOW_PIPES_ENV) == "1"
+
+
+def _is_pipe(audio: str) -> bool:
+    return audio.rstrip(" \t").endswith("|")
 
 
 def _line_problem(value, what: str, allow_empty: bool = False) -> str | None:
@@ -97,9 +151,18 @@ def _normalized(u: Utterance) -> Utterance:
     return replace(u, audio=strip(u.audio), text=strip(u.text))
 
 
+def _pipe_problem(u: Utterance) -> str | None:
+    if u.pipe and not _is_pipe(u.audio):
+        return f"audio {u.audio!r} is marked as a pipe but does not end in '|'"
+    if not u.pipe and _is_pipe(u.audio):
+        return (f"audio {u.audio!r} ends in '|', which wav.scp reads as a command; pass pipe=True "
+                "if it is one")
+    return None
+
+
 def _utterance_problem(u: Utterance) -> str | None:
     return (
-        _token_problem(u.utt_id, "utt id")
+        _utt_id_problem(u.utt_id)
         or _line_problem(u.audio, "audio")
         or (None if u.text is None else _line_problem(u.text, "text", allow_empty=True))
         or _token_problem(u.speaker, "speaker")
@@ -151,7 +214,7 @@ def _read_table(path: Path, value_name: str, allow_empty: bool = False,
     line_of: dict[str, int] = {}
     for number, line in _lines(path):
         key, *rest = _FIELD_SEP.split(line, maxsplit=1)
-        if problem := _token_problem(key, key_name):
+        if problem := (_utt_id_problem(key) if key_name == "utt id" else _token_problem(key, key_name)):
             raise DataDirError(f"{path}:{number}: {problem}")
         if not rest and not allow_empty:
             raise DataDirError(f"{path}:{number}: line has only the {key_name} {key!r}, no {value_name}")
@@ -187,7 +250,7 @@ def _read_spk2utt(path: Path) -> _Table:
     table = _read_table(path, "utterance list", key_name="speaker")
     for spk, utts in table.values.items():
         for utt in _FIELD_SEP.split(utts):
-            if problem := _token_problem(utt, "utt id"):
+            if problem := _utt_id_problem(utt):
                 raise DataDirError(f"{table.where(spk)}: {problem}")
     return table
 
@@ -226,9 +289,16 @@ def _id_set_problems(files: _KaldiFiles) -> Iterator[str]:
                 yield f"{wav.where(key)}: utt id {key!r} has no line in {table.path.name}"
 
 
-def read_data_dir(dir: str | os.PathLike) -> list[Utterance]:
+def _pipe_refusal(wav: _Table, utt_id: str) -> str:
+    return (f"{wav.where(utt_id)}: utterance {utt_id!r} is a shell command ({wav.values[utt_id]!r}); "
+            f"wav.scp commands run only when allowed: pass --allow-pipes (allow_pipes=True) or set "
+            f"{ALLOW_PIPES_ENV}=1, for a data dir you trust")
+
+
+def read_data_dir(dir: str | os.PathLike, allow_pipes: bool | None = None) -> list[Utterance]:
     """The utterances of a data dir, sorted by id: from wav.scp (+ text, utt2spk, utt2dur), or from
-    manifest.jsonl when there is no wav.scp."""
+    manifest.jsonl when there is no wav.scp. A `cmd |` entry of wav.scp is a DataDirError naming
+    its line unless pipes are allowed (`allow_pipes`, else ASR_ALLOW_PIPES=1)."""
     d = Path(dir)
     if not d.is_dir():
         raise DataDirError(f"{d}: not a directory")
@@ -242,14 +312,19 @@ def read_data_dir(dir: str | os.PathLike) -> list[Utterance]:
     files = _read_kaldi_files(d)
     for problem in _id_set_problems(files):
         raise DataDirError(problem)
+    allowed = pipes_allowed(allow_pipes)
     utts = []
     for utt_id, audio in files.wav.values.items():
+        pipe = _is_pipe(audio)
+        if pipe and not allowed:
+            raise DataDirError(_pipe_refusal(files.wav, utt_id))
         utts.append(Utterance(
             utt_id=utt_id,
             audio=audio,
             text=files.text.values[utt_id] if files.text else None,
             speaker=files.utt2spk.values[utt_id] if files.utt2spk else utt_id,
             duration=files.durations[utt_id] if files.durations is not None else None,
+            pipe=pipe,
         ))
     return sorted(utts, key=lambda u: _sort_key(u.utt_id))
 
@@ -286,9 +361,9 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
             raise DataDirError(f"{where}: not valid JSON ({str(e)[:100]})") from None
         if not isinstance(obj, dict):
             raise DataDirError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        for field in ("audio_filepath", "duration"):
-            if field not in obj:
-                raise DataDirError(f"{where}: missing field {field!r}")
+        for name in ("audio_filepath", "duration"):
+            if name not in obj:
+                raise DataDirError(f"{where}: missing field {name!r}")
         if obj.get("offset"):
             raise DataDirError(f"{where}: 'offset' (a segment of a longer file) is not supported")
         audio = obj["audio_filepath"]
@@ -301,6 +376,7 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
         speaker = obj.get("speaker")
         u = Utterance(utt_id=utt_id, audio=audio, text=obj.get("text"),
                       speaker="" if speaker is None else speaker, duration=obj["duration"])
+        # A manifest's audio is a file name, whatever it ends in: it is never run.
         if problem := _utterance_problem(u):
             raise DataDirError(f"{where}: {problem}{id_origin}")
         u = _normalized(u)
@@ -342,7 +418,7 @@ def write_data_dir(dir: str | os.PathLike, utterances: Iterable[Utterance]) -> N
     for i, u in enumerate(utts):
         if isinstance(u.audio, os.PathLike):
             u = replace(u, audio=os.fspath(u.audio))
-        if problem := _utterance_problem(u):
+        if problem := _utterance_problem(u) or _pipe_problem(u):
             raise DataDirError(f"utterance {u.utt_id!r}: {problem}")
         utts[i] = _normalized(u)  # so manifest.jsonl and the Kaldi files agree
     utts.sort(key=lambda u: _sort_key(u.utt_id))
@@ -451,7 +527,7 @@ def _manifest_problems(d: Path, utts: list[Utterance]) -> Iterator[str]:
 def _audio_problems(utts: list[Utterance]) -> Iterator[str]:
     for u in utts:
         try:
-            samples, sr = load_audio(u.audio)
+            samples, sr = u.load_audio()
         except AudioError as e:
             yield f"utterance {u.utt_id!r}: {e}"
             continue
@@ -460,11 +536,13 @@ def _audio_problems(utts: list[Utterance]) -> Iterator[str]:
             yield f"utterance {u.utt_id!r}: utt2dur says {u.duration:.3f} s, the audio lasts {actual:.3f} s"
 
 
-def validate_data_dir(dir: str | os.PathLike, check_audio: bool = True) -> list[str]:
+def validate_data_dir(dir: str | os.PathLike, check_audio: bool = True, allow_pipes: bool | None = None) -> list[str]:
     """Problems that would make Kaldi's validate_data_dir.sh (or our loaders) reject `dir`: parse
     errors, unsorted files, differing id sets, spk2utt/utt2spk mismatch, an order that changes when
     sorted by speaker, a manifest that disagrees, unreadable audio. An empty list means valid.
-    Utt ids not prefixed by their speaker are only logged as a warning."""
+    Utt ids not prefixed by their speaker are only logged as a warning. A wav.scp command is a
+    problem unless pipes are allowed (`allow_pipes`, else ASR_ALLOW_PIPES=1); with `check_audio`
+    an allowed command is run."""
     d = Path(dir)
     if not d.is_dir():
         return [f"{d}: not a directory"]
@@ -492,7 +570,7 @@ def validate_data_dir(dir: str | os.PathLike, check_audio: bool = True) -> list[
     if problems:
         return problems
     try:
-        utts = read_data_dir(d)
+        utts = read_data_dir(d, allow_pipes)
     except DataDirError as e:
         return [str(e)]
     if (d / MANIFEST).exists():
@@ -508,15 +586,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="check a data dir like Kaldi's validate_data_dir.sh")
     p.add_argument("dir")
     p.add_argument("--no-audio", action="store_true", help="skip reading every audio file")
+    p.add_argument("--allow-pipes", action="store_true", default=None,
+                   help=f"accept (and, with audio, run) wav.scp `cmd |` entries; same as {ALLOW_PIPES_ENV}=1")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    problems = validate_data_dir(args.dir, check_audio=not args.no_audio)
+    problems = validate_data_dir(args.dir, check_audio=not args.no_audio, allow_pipes=args.allow_pipes)
     for problem in problems:
         print(problem)
     if problems:
         print(f"{args.dir}: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"{args.dir}: valid ({len(read_data_dir(args.dir))} utterances)")
+    print(f"{args.dir}: valid ({len(read_data_dir(args.dir, args.allow_pipes))} utterances)")
     return 0
 
 

@@ -159,6 +159,10 @@ def score(ref_text: dict[str, str], hyp_text: dict[str, str], out_dir: str | os.
     and named in the wer file; hypotheses without a reference are ignored and counted there.
     Returns the corpus word error stats.
     """
+    from .text import canonical  # the same reading of a transcript as training's
+
+    ref_text = {u: canonical(t) for u, t in ref_text.items()}
+    hyp_text = {u: canonical(t) for u, t in hyp_text.items()}
     words = ErrorStats(0, 0)
     chars = ErrorStats(0, 0)
     wrong_sentences = 0

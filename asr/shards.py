@@ -96,7 +96,7 @@ class _HashingFile:
 
 def _audio_member(u: Utterance, store: str) -> tuple[str, bytes, float]:
     """(extension, bytes, duration) of an utterance's audio as stored in a shard."""
-    ext = Path(u.audio).suffix.lower().lstrip(".") if not u.audio.rstrip().endswith("|") else ""
+    ext = Path(u.audio).suffix.lower().lstrip(".") if not u.pipe else ""
     if ext in AUDIO_EXTS and (store == "audio" or ext == "flac"):
         try:
             data = Path(u.audio).read_bytes()
@@ -105,7 +105,7 @@ def _audio_member(u: Utterance, store: str) -> tuple[str, bytes, float]:
         duration = u.duration if u.duration is not None else audio_duration(u.audio)
         return ext, data, duration
     # Pipes, sphere, mp3... and wavs under store="flac": decode once, keep it lossless from here on.
-    samples, sr = load_audio(u.audio, mono=False)
+    samples, sr = u.load_audio(mono=False)
     buf = io.BytesIO()
     sf.write(buf, samples, sr, format="FLAC", subtype="PCM_16")
     return "flac", buf.getvalue(), len(samples) / sr

@@ -11,6 +11,11 @@ to ~/.cache/asr); `--db FILE` picks another.  A speaker is the mean of the L2-no
 of their enrollment files; enrolling a name again adds the new files to that mean (each file
 weighs the same, old or new), and `--replace` starts the name over.  Embeddings of two models are
 not comparable, so the database records which model enrolled it and refuses any other.
+An enrollment needs speech: each file at least MIN_FILE_SPEECH s above an energy threshold, all of
+them together MIN_ENROLL_SPEECH s (silence or a click would otherwise "capture" real speakers), and
+a clip already enrolled for that name (same decoded audio) is refused rather than counted twice.
+Enrolling is a read-modify-write of the database under an exclusive lock, so concurrent enrolls
+into one database all land.
 
 Scores are cosine similarities in [-1, 1].  EER and minDCF here take fractions in [0, 1]; the
 reports (`results.json`, the trainer's dev log) give EER and accuracies in percent.
@@ -18,8 +23,13 @@ reports (`results.json`, the trainer's dev log) give EER and accuracies in perce
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import json
+import os
 import sys
+import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +44,10 @@ DEFAULT_MODEL = "digits-speaker"
 DEFAULT_THRESHOLD = 0.5
 UNKNOWN = "unknown"
 DB_FORMAT, DB_VERSION = "asr-speakers", 1
+# Seconds of speech (frames within SPEECH_RANGE_DB of the loudest and above SPEECH_FLOOR_DBFS).
+MIN_FILE_SPEECH = 0.05  # the shortest FSDD digit has 0.08 s
+MIN_ENROLL_SPEECH = 1.0
+SPEECH_FLOOR_DBFS, SPEECH_RANGE_DB = -50.0, 35.0
 
 
 # -- detection metrics -----------------------------------------------------------------------
@@ -151,6 +165,7 @@ class Enrolled:
     mean: np.ndarray  # mean of the L2-normalised embeddings of `count` files; its direction is the speaker
     count: int
     files: list[str] = field(default_factory=list)
+    audio_sha256: list[str] = field(default_factory=list)  # of each file's decoded audio: no clip twice
 
     @property
     def embedding(self) -> np.ndarray:
@@ -198,7 +213,7 @@ class SpeakerDB:
             if not ok:
                 raise SpeakerDBError(f"{path}: speaker {name!r}: needs \"mean\" (a list of {data.get('dim')} "
                                      f"finite numbers) and \"count\" > 0")
-            speakers[name] = Enrolled(mean, count, list(entry.get("files", [])))
+            speakers[name] = Enrolled(mean, count, list(entry.get("files", [])), list(entry.get("audio_sha256", [])))
         return cls(path, data.get("model"), speakers)
 
     def save(self) -> Path:
@@ -206,11 +221,25 @@ class SpeakerDB:
 
         dim = next(iter(self.speakers.values())).mean.size if self.speakers else 0
         data = {"format": DB_FORMAT, "version": DB_VERSION, "model": self.model, "dim": dim,
-                "speakers": {name: {"count": e.count, "mean": [round(float(v), 7) for v in e.mean], "files": e.files}
+                "speakers": {name: {"count": e.count, "mean": [round(float(v), 7) for v in e.mean], "files": e.files,
+                                    "audio_sha256": e.audio_sha256}
                              for name, e in sorted(self.speakers.items())}}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode())
         return self.path
+
+    @contextmanager
+    def locked(self):
+        """Hold an exclusive lock for a read-modify-write of this database. The lock is on the
+        database's folder (flock), not on a lock file: nothing is left behind, and a DB replaced by
+        rename keeps its lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def check_model(self, model) -> None:
         """Refuse a model other than the one that enrolled these speakers: scores would be noise."""
@@ -235,44 +264,117 @@ def _as_db(db) -> SpeakerDB:
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip() or name != name.strip():
         raise ValueError(f"speaker name {name!r}: must be non-empty, without leading or trailing spaces")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in name) or any(c in name for c in "/\\"):
+        raise ValueError(f"speaker name {name!r}: must not contain line breaks, control characters or path "
+                         "separators")
     if name == UNKNOWN:
         raise ValueError(f"speaker name {UNKNOWN!r} is reserved for scores below the threshold")
     return name
 
 
-def enroll(model, name: str, files, db: SpeakerDB | str | Path | None = None, replace: bool = False,
-           on_error=None, save: bool = True) -> SpeakerDB:
-    """Enroll `name` from `files` into `db` (a SpeakerDB, a path, or None for the default file) and
-    save it. An existing name is merged with the new files unless `replace`. Returns the database."""
+def speech_seconds(wav: np.ndarray, sr: int, frame: float = 0.025, hop: float = 0.010) -> float:
+    """Seconds of `wav` loud enough to be speech: frames within SPEECH_RANGE_DB of the loudest one
+    and above SPEECH_FLOOR_DBFS (digital silence, a hum or a click has next to none)."""
+    n, step = int(frame * sr), int(hop * sr)
+    if len(wav) < n:
+        return 0.0
+    frames = np.lib.stride_tricks.sliding_window_view(wav.astype(np.float64), n)[::step]
+    db = 10 * np.log10(np.maximum((frames ** 2).mean(axis=1), 1e-20))
+    threshold = max(SPEECH_FLOOR_DBFS, db.max() - SPEECH_RANGE_DB)
+    return float((db >= threshold).sum() * hop)
+
+
+@dataclass
+class _Clip:
+    path: str
+    wav: np.ndarray
+    sha256: str
+    speech: float
+
+
+def _enrollment_clips(model, name: str, files, on_error) -> list[_Clip]:
+    """Readable files with enough speech, each clip once; the others go to on_error (or raise).
+    An entry is a path, or (label, samples at the model's rate) for audio that is not a file
+    (`asr serve`'s uploads); the database records the absolute path, or the label."""
+    sr = model.cfg.features.sample_rate
+    clips: dict[str, _Clip] = {}
+    for entry in files:
+        p = entry[0] if isinstance(entry, tuple) else entry
+        try:
+            if isinstance(entry, tuple):
+                wav = np.asarray(entry[1], dtype=np.float32)
+            else:
+                wav = load_audio(p, sr)[0]
+                p = str(Path(p).absolute())
+            speech = speech_seconds(wav, sr)
+            if speech < MIN_FILE_SPEECH:
+                raise AudioError(f"{p}: {speech:.2f} s of speech in {len(wav) / sr:.2f} s of audio; enrolling "
+                                 f"{name!r} needs at least {MIN_FILE_SPEECH} s per file")
+            digest = hashlib.sha256(wav.tobytes()).hexdigest()
+            if digest in clips:
+                raise AudioError(f"{p}: the same audio as {clips[digest].path}, given twice")
+            clips[digest] = _Clip(str(p), wav, digest, speech)
+        except AudioError as e:
+            if on_error is None:
+                raise
+            on_error(str(p), str(e))
+    return list(clips.values())
+
+
+def _enroll(model, name: str, files, db, replace: bool, on_error, save: bool) -> tuple[SpeakerDB, int]:
     check_name(name)
     files = list(files)
     db = _as_db(db)
-    db.check_model(model)  # before the embedding work, like the name
-    good, emb = embed_files(model, files, on_error)
-    if not good:
-        raise AudioError(f"enroll {name!r}: no readable audio among {len(files)} file(s)")
-    return enroll_embeddings(model, name, emb, [str(Path(p).absolute()) for p in good], db, replace, save)
-
-
-def enroll_embeddings(model, name: str, emb: np.ndarray, sources: list[str], db: SpeakerDB | str | Path | None = None,
-                      replace: bool = False, save: bool = True) -> SpeakerDB:
-    """`enroll` from embeddings already made by `model` (embed_arrays), one row per source; `sources`
-    are what the database records of them (paths; `asr serve` records the uploads' names)."""
-    check_name(name)
-    db = _as_db(db)
     db.check_model(model)
-    if len(sources) != len(emb) or not len(emb):
-        raise ValueError(f"enroll {name!r}: {len(emb)} embedding(s) for {len(sources)} source(s)")
-    old = None if replace else db.speakers.get(name)
-    mean, count, paths = emb.mean(0), len(sources), list(sources)
-    if old is not None:
-        mean = (old.mean * old.count + emb.sum(0)) / (old.count + count)
-        count, paths = old.count + count, old.files + paths
-    db.speakers[name] = Enrolled(mean.astype(np.float32), count, paths)
-    db.model = {"name": _model_name(model), "id": model_id(model)}
-    if save:
-        db.save()
-    return db
+    clips = _enrollment_clips(model, name, files, on_error)
+    emb = embed_arrays(model, [c.wav for c in clips]) if clips else None  # slow: before taking the lock
+
+    def merge(into: SpeakerDB) -> int:
+        into.check_model(model)
+        old = None if replace else into.speakers.get(name)
+        keep = []
+        for i, c in enumerate(clips):
+            if old is not None and c.sha256 in old.audio_sha256:
+                problem = f"{c.path}: this audio is already enrolled for {name!r}"
+                if on_error is None:
+                    raise SpeakerDBError(f"{into.path}: {problem}")
+                on_error(c.path, problem)
+            else:
+                keep.append(i)
+        if not keep:
+            raise AudioError(f"enroll {name!r}: no new usable audio among {len(files)} file(s)")
+        speech = sum(clips[i].speech for i in keep)
+        if speech < MIN_ENROLL_SPEECH:
+            raise AudioError(f"enroll {name!r}: {speech:.2f} s of speech in {len(keep)} file(s); at least "
+                             f"{MIN_ENROLL_SPEECH} s is needed for a usable voice print (add more files)")
+        new = emb[keep]
+        mean, count = new.mean(0), len(keep)
+        paths = [clips[i].path for i in keep]
+        hashes = [clips[i].sha256 for i in keep]
+        if old is not None:
+            mean = (old.mean * old.count + new.sum(0)) / (old.count + count)
+            count, paths, hashes = old.count + count, old.files + paths, old.audio_sha256 + hashes
+        into.speakers[name] = Enrolled(mean.astype(np.float32), count, paths, hashes)
+        into.model = {"name": _model_name(model), "id": model_id(model)}
+        return len(keep)
+
+    if not save:
+        return db, merge(db)
+    with db.locked():  # another enroll may have saved since `db` was read: merge into what is on disk
+        fresh = SpeakerDB.load(db.path)
+        added = merge(fresh)
+        fresh.save()
+    db.model, db.speakers = fresh.model, fresh.speakers
+    return db, added
+
+
+def enroll(model, name: str, files, db: SpeakerDB | str | Path | None = None, replace: bool = False,
+           on_error=None, save: bool = True) -> SpeakerDB:
+    """Enroll `name` from `files` into `db` (a SpeakerDB, a path, or None for the default file) and
+    save it. An existing name is merged with the new files unless `replace`. Files without enough
+    speech, or whose audio is already enrolled for `name`, go to on_error(path, message) (or raise).
+    Returns the database."""
+    return _enroll(model, name, files, db, replace, on_error, save)[0]
 
 
 def default_threshold(model) -> float:
@@ -521,11 +623,8 @@ def cmd_enroll(a) -> int:
     failed: list[str] = []
     paths = _inputs(a.files, failed, "enroll")
     model = _load(a)
-    db = SpeakerDB.load(a.db)
-    before = 0 if a.replace or a.name not in db.speakers else db.speakers[a.name].count
-    enroll(model, a.name, paths, db, replace=a.replace, on_error=_on_error(failed, "enroll"))
-    total = db.speakers[a.name].count
-    print(f"enrolled {a.name!r} from {total - before} file(s) ({total} in all) into {db.path}")
+    db, added = _enroll(model, a.name, paths, a.db, a.replace, _on_error(failed, "enroll"), save=True)
+    print(f"enrolled {a.name!r} from {added} file(s) ({db.speakers[a.name].count} in all) into {db.path}")
     return 1 if failed else 0
 
 

@@ -134,7 +134,8 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
     per-utterance MCD and a few plots."""
     from tqdm import tqdm
 
-    from .audio import load_audio, save_audio
+    from .audio import save_audio
+    from .datadir import utterance_file
     from .metrics import corpus_wer, mel_cepstral_distortion, score
     from .pretrained import load_model
     from .transcribe import Transcriber
@@ -156,8 +157,8 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
                                leave=False)):
         speaker = u.speaker if multi and u.speaker in model.speaker_index else None
         s = synthesize(model, u.text, speaker, seed=seed, max_steps=max_steps)
-        save_audio(out / "wav" / f"{u.utt_id}.wav", s.wav, sr)
-        real, _ = load_audio(u.audio, sr)
+        save_audio(utterance_file(out / "wav", u.utt_id, ".wav"), s.wav, sr)
+        real, _ = u.load_audio(sr)
         mcd, _ = mel_cepstral_distortion(real, s.wav, sr)
         copy = copy_synthesis(model, real)
         copy_items.append((u.utt_id, copy))
@@ -172,7 +173,7 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
         by_speaker.setdefault(u.speaker, []).append(mcd)
         rows.append(f"{u.utt_id}\t{mcd:.3f}\t{s.duration:.2f}\t{len(real) / sr:.2f}\t{s.text}\n")
         if i < plots:
-            plot_synthesis(s, out / "plots" / f"{u.utt_id}.png", f"{u.utt_id}: {s.text!r}")
+            plot_synthesis(s, utterance_file(out / "plots", u.utt_id, ".png"), f"{u.utt_id}: {s.text!r}")
     (out / "mcd").write_text("utt_id\tmcd_db\tsynth_s\treal_s\ttext\n" + "".join(rows))
     res = {"utterances": len(refs), "seed": seed}
     if asr is not None:

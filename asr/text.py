@@ -107,9 +107,32 @@ class Vocabulary:
         return self.unit == "word" or self.tokens[token_id] == SPACE
 
 
+# Characters that print as nothing and only split or glue words invisibly: zero-width space, word
+# joiner, BOM (zero-width no-break space), soft hyphen. ZWJ/ZWNJ (U+200D/U+200C) stay: they are
+# spelling in Persian and Indic scripts and in emoji.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad"))
+
+
+def canonical(text: str) -> str:
+    """NFC with the invisible characters removed, spaces untouched: how every transcript is read for
+    training and scoring, so `nö` typed as o + combining diaeresis, or a word with a zero-width space
+    pasted from the web, is the same word as the plain one."""
+    return unicodedata.normalize("NFC", text).translate(_INVISIBLE)
+
+
 def normalize(text: str) -> str:
-    """NFC, single spaces, no edge spaces: the same text always maps to the same tokens."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
+    """canonical(), single spaces, no edge spaces: the same text always maps to the same tokens."""
+    return " ".join(canonical(text).split())
+
+
+def case_variants(texts) -> dict[str, list[str]]:
+    """Words spelled in more than one case across `texts` ({"yes": ["YES", "yes"]}): they become
+    different tokens and words, which is rarely what a corpus meant."""
+    spellings: dict[str, set[str]] = {}
+    for text in texts:
+        for word in normalize(text).split():
+            spellings.setdefault(word.casefold(), set()).add(word)
+    return {k: sorted(v) for k, v in sorted(spellings.items()) if len(v) > 1}
 
 
 def ctc_min_frames(ids: list[int]) -> int:

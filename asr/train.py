@@ -23,12 +23,13 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .audio import AudioError, audio_duration
+from .audio import AudioError
 from .config import ExperimentConfig, dump_config
 from .data import AudioDataset, BucketBatchSampler, eval_batches, make_loader
 from .datadir import read_data_dir
 from .models import model_class
 from .pretrained import PACKAGE_FILE, load_package, save_package
+from .text import case_variants
 
 # Fault injection for the kill-and-resume tests: a real SIGKILL at a known step.
 _KILL_AT_STEP = int(os.environ.get("ASR_TEST_KILL_AT_STEP", "0"))
@@ -69,13 +70,21 @@ def read_utterances(dirs: list[str], log, skipped: list, durations: dict[str, fl
                 u.duration = durations.get(u.utt_id)
             if u.duration is None:
                 try:
-                    u.duration = audio_duration(u.audio)
+                    u.duration = u.audio_duration()
                 except AudioError as e:
                     skipped.append((u.utt_id, str(e)))
                     continue
             utts.append(u)
     log.info("read %d utterances (%.2f h) from %s", len(utts), sum(u.duration for u in utts) / 3600, ", ".join(dirs))
     return utts
+
+
+def _unusable(dirs: list[str], utts: list, skipped: list[tuple[str, str]]) -> str:
+    """Why no training utterance is usable, for the error that stops the run."""
+    if utts and all(u.text is None for u in utts):
+        return f"no transcripts: {', '.join(dirs)} has no `text` file"
+    utt, why = skipped[0] if skipped else ("", "")
+    return f"{len(skipped)} skipped, e.g. {utt}: {why}"
 
 
 def lr_lambda(warmup: int, total: int, final_ratio: float):
@@ -203,19 +212,26 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
         model = cls.from_training_data(cfg, train_utts)
     model.to(device)
 
+    if variants := case_variants(u.text for u in train_utts if u.text):
+        shown = ", ".join("/".join(v) for v in list(variants.values())[:5])
+        log.warning("transcripts spell %d word(s) in more than one case, which become different tokens: %s%s",
+                    len(variants), shown, " ..." if len(variants) > 5 else "")
     max_speed = max(cfg.augment.speed_perturb or [1.0])
     kept = []
     for u in train_utts:
         why = "longer than train.max_duration" if u.duration > tc.max_duration else model.check_utterance(u, max_speed)
         (skipped.append((u.utt_id, why)) if why else kept.append(u))
+    if rank == 0:
+        (exp_dir / "skipped_utts.txt").write_text("".join(f"{u}\t{why}\n" for u, why in skipped))
+    if not kept:
+        raise ValueError(f"train.train_data: none of the {len(train_utts)} utterances of {tc.train_data} is usable "
+                         f"({_unusable(tc.train_data, train_utts, skipped)}); nothing to train on, no package written")
     train_utts = kept
     for u in dev_utts:
         if (why := model.check_utterance(u)) is not None:
             log.warning("dev utterance %s: %s", u.utt_id, why)
     if skipped:
         log.warning("skipping %d training utterances (listed in %s)", len(skipped), exp_dir / "skipped_utts.txt")
-    if rank == 0:
-        (exp_dir / "skipped_utts.txt").write_text("".join(f"{u}\t{why}\n" for u, why in skipped))
 
     if tc.train_shards:  # streamed from tar shards; train_data still gives the vocabulary and the filter above
         from .shards import ShardLoader

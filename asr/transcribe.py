@@ -175,12 +175,13 @@ class Transcriber:
             return self.transcribe_arrays([(str(audio), wav)])[0]
         return self.transcribe_arrays([(name, to_model_rate(audio, sample_rate, self.sr))])[0]
 
-    def transcribe_files(self, paths, on_error=None, progress=None):
-        """Yield a Transcript per readable path, in order; unreadable ones go to on_error(path, msg)."""
+    def transcribe_files(self, paths, on_error=None, progress=None, load=load_audio):
+        """Yield a Transcript per readable path, in order; unreadable ones go to on_error(path, msg).
+        `load(path, rate)` reads one (a data dir's reader passes its utterances' own loader)."""
         batch: list[tuple[str, np.ndarray]] = []
         for p in paths:
             try:
-                wav, _ = load_audio(p, self.sr)
+                wav, _ = load(p, self.sr)
                 batch.append((str(p), wav))
             except AudioError as e:
                 if on_error is None:

@@ -88,7 +88,7 @@ def dump_key(model, data_dir: str | os.PathLike) -> str:
 @torch.inference_mode()
 def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16) -> Posteriors:
     """Run the model over every utterance of a data dir (references required)."""
-    from .audio import AudioError, load_audio
+    from .audio import AudioError
     from .datadir import read_data_dir
 
     utts = read_data_dir(data_dir)
@@ -102,7 +102,7 @@ def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16)
     waves = {}
     for u in utts:
         try:
-            waves[u.utt_id] = load_audio(u.audio, sr)[0]
+            waves[u.utt_id] = u.load_audio(sr)[0]
         except AudioError as e:
             print(f"asr tune: skipped {u.utt_id}: {e}", file=sys.stderr)
     order = sorted(waves, key=lambda k: len(waves[k]))  # similar lengths share a batch: less padding

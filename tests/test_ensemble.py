@@ -125,7 +125,9 @@ def test_cli_writes_an_ensemble_that_decodes_with_its_lm_and_refuses_what_it_can
     pkg = read_package(out)
     assert pkg.arch == "ctc-ensemble" and len(pkg.model_meta["members"]) == 2
     d = pkg.cfg.decode
-    assert (d.decoder, d.lm, d.alpha, d.beam_width) == ("beam", "../lm/lm.arpa", 0.5, 4)
+    # an LM outside the package's folder is placed beside it (a package never names a path outside)
+    assert (d.decoder, d.lm, d.alpha, d.beam_width) == ("beam", "model.arpa", 0.5, 4)
+    assert (out.parent / "model.arpa").read_bytes() == arpa.read_bytes()
     assert [m["model"] for m in pkg.info["members"]] == [str(a), str(tmp_path / "b")]
     tr = Transcriber(load_model(out))  # no decoder asked for: the package's own
     assert tr.beam is not None
@@ -161,11 +163,11 @@ def test_shipping_a_package_takes_its_lm_along(tmp_path, monkeypatch):
     a = save_package(tiny_model(0), tmp_path / "a.safetensors")
     out = tmp_path / "exp" / "ens" / "model.safetensors"
     assert cli_main(["ensemble", str(a), str(a), "-o", str(out), "--lm", str(arpa), "--half"]) == 0
-    assert read_package(out).cfg.decode.lm == "../../lm/3gram.arpa"
-    # a copy elsewhere (asr package) still finds the LM
+    assert read_package(out).cfg.decode.lm == "model.arpa"
+    # a copy elsewhere (asr package) takes the LM along
     moved = tmp_path / "elsewhere" / "digits.safetensors"
     assert cli_main(["package", "--model", str(out), "-o", str(moved), "--half"]) == 0
-    assert read_package(moved).cfg.decode.lm == "../lm/3gram.arpa"
+    assert read_package(moved).cfg.decode.lm == "digits.arpa"
     shipped = pretrained.ship(moved, "toy")
     assert shipped == tmp_path / "embedded" / "toy.safetensors"
     assert (tmp_path / "embedded" / "toy.arpa").read_bytes() == arpa.read_bytes()

@@ -65,6 +65,12 @@ def test_tampered_header_and_future_format_are_refused(tmp_path):
     save_file(tensors, tmp_path / "t.safetensors", metadata=meta)
     with pytest.raises(PackageError, match="checksum"):
         load_model(tmp_path / "t.safetensors")
+    # the header alone edited: two vocabulary entries swapped, weights untouched
+    model_meta = json.loads(meta["model_meta"])
+    model_meta["vocab"][1], model_meta["vocab"][2] = model_meta["vocab"][2], model_meta["vocab"][1]
+    save_file(load_file(p), tmp_path / "h.safetensors", metadata={**meta, "model_meta": json.dumps(model_meta)})
+    with pytest.raises(PackageError, match=r"h\.safetensors: checksum mismatch"):
+        load_model(tmp_path / "h.safetensors")
     save_file(load_file(p), tmp_path / "f.safetensors", metadata={**meta, "format_version": "99"})
     with pytest.raises(PackageError, match="newer"):
         load_model(tmp_path / "f.safetensors")

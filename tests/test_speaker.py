@@ -54,7 +54,7 @@ def wavs(tmp_path):
     for spk, f0 in (("lo", 110.0), ("hi", 330.0), ("new", 700.0)):
         for i in range(4):
             p = d / f"{spk}_{i}.wav"
-            save_audio(p, voice(f0, 0.3 + 0.1 * i, hash((spk, i)) % 1000), SR)
+            save_audio(p, voice(f0, 1.1 + 0.1 * i, hash((spk, i)) % 1000), SR)  # >= 1 s: an enrollment needs it
             files.setdefault(spk, []).append(str(p))
     return files
 

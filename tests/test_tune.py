@@ -96,19 +96,19 @@ def test_tune_writes_results_and_a_package_with_the_best_defaults(tmp_path, tiny
     pkg = read_package(out / "model.safetensors")
     d = pkg.cfg.decode
     assert (d.decoder, d.alpha, d.beta, d.beam_width) == ("beam", best["alpha"], best["beta"], best["beam_width"])
-    assert d.lm == "../lm/lm.arpa" and pkg.info["tuned"]["wer"] == best["wer"]
+    assert d.lm == "model.arpa" and pkg.info["tuned"]["wer"] == best["wer"]  # the LM placed beside it
     assert read_package(package).cfg.decode.lm is None  # the original is left alone
 
     # the package and its LM move together: the relative path is resolved against the package
     moved = tmp_path / "elsewhere"
-    shutil.copytree(tmp_path / "lm", moved / "lm")
-    (moved / "tune").mkdir()
-    shutil.copy(out / "model.safetensors", moved / "tune" / "model.safetensors")
+    (moved / "tune").mkdir(parents=True)
+    for name in ("model.safetensors", "model.arpa"):
+        shutil.copy(out / name, moved / "tune" / name)
     model = load_model(moved / "tune" / "model.safetensors")
     tr = Transcriber(model, decoder="beam")
     assert tr.beam._beam_width == best["beam_width"] and tr.beam._alpha == best["alpha"]
-    (moved / "lm" / "lm.arpa").unlink()
-    with pytest.raises(FileNotFoundError, match=r"decode.lm '../lm/lm.arpa' is not at"):
+    (moved / "tune" / "model.arpa").unlink()
+    with pytest.raises(FileNotFoundError, match=r"decode.lm 'model.arpa' is not at"):
         Transcriber(model, decoder="beam")
 
     # the dev log-probs are computed once and reused while model and data are unchanged

@@ -215,7 +215,7 @@ class TTSModel(nn.Module):
 
     @classmethod
     def from_training_data(cls, cfg: ExperimentConfig, utterances) -> "TTSModel":
-        from ..audio import AudioError, load_audio
+        from ..audio import AudioError
 
         utterances = list(utterances)
         texts = [spell_digits(u.text or "") for u in utterances]
@@ -232,7 +232,7 @@ class TTSModel(nn.Module):
         def waves():
             for u in sample:
                 try:
-                    yield load_audio(u.audio, cfg.features.sample_rate)[0]
+                    yield u.load_audio(cfg.features.sample_rate)[0]
                 except AudioError:
                     continue  # the trainer reports unreadable files when it meets them
 

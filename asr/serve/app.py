@@ -428,10 +428,12 @@ def _embed(models: WorkerModels, name: str, uploads: list[tuple[str, bytes]]):
 
 def _enroll(models, name, speaker, uploads, replace, db_path, db_lock):
     spk.check_name(speaker)
-    model, emb = _embed(models, name, uploads)
-    with db_lock:  # read-modify-write of one file: one enrollment at a time
-        db = spk.enroll_embeddings(model, speaker, emb, [f"upload:{n}" for n, _ in uploads],
-                                   spk.SpeakerDB.load(db_path), replace)
+    model = models.get(name)
+    sr = model.cfg.features.sample_rate
+    clips = [(f"upload:{n}", _decode((n, data), sr)) for n, data in uploads]
+    # the same checks as `asr speaker enroll` (speech, duplicates), under the database's file lock
+    with db_lock:
+        db = spk.enroll(model, speaker, clips, db_path, replace)
     return {"name": speaker, "count": db.speakers[speaker].count, "speakers": sorted(db.speakers)}
 
 
