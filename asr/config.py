@@ -117,6 +117,8 @@ class ExperimentConfig:
 
 def from_dict(cls, data: dict | None, where: str = ""):
     """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys raise."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a section of key: value lines, got {data!r}")
     data = dict(data or {})
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
@@ -185,6 +187,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
                 raise ConfigError(f"{path}: config file not found") from None
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path}: invalid YAML: {e}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: the top level must be sections (features:, model:, train: ...), "
+                                  f"not a {type(data).__name__}")
     if path is not None:
         data = _with_base(data, Path(path))
     data = apply_overrides(json.loads(json.dumps(data)), list(overrides))

@@ -139,7 +139,11 @@ def load_package(path: str | Path, device: str | torch.device = "cpu"):
     from .models import model_class
 
     pkg = read_package(path)
-    model = model_class(pkg.arch).from_package_meta(pkg.cfg, pkg.model_meta)
+    try:
+        model = model_class(pkg.arch).from_package_meta(pkg.cfg, pkg.model_meta)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a forged or broken header
+        raise PackageError(f"{path}: its header does not describe a {pkg.arch!r} model "
+                           f"({type(e).__name__}: {e})") from None
     missing, unexpected = model.load_state_dict(pkg.tensors, strict=False)
     if missing or unexpected:
         raise PackageError(f"{path}: weights do not fit the {pkg.arch} model "
