@@ -20,6 +20,9 @@ class AudioError(ValueError):
 
 # A header can declare any length; refuse anything that would not fit in memory instead of trying.
 MAX_SAMPLES = 2**31 // 4
+# ... and any rate: telephone audio is 8 kHz, studio audio at most 384 kHz. A header claiming
+# 100 MHz or 1 Hz is broken (and 1 Hz would make a 7 KB file hours long once resampled).
+MIN_RATE, MAX_RATE = 1000, 384000
 
 
 def _read(source, name: str) -> tuple[np.ndarray, int]:
@@ -27,8 +30,9 @@ def _read(source, name: str) -> tuple[np.ndarray, int]:
         with sf.SoundFile(source) as f:
             if f.channels < 1:
                 raise AudioError(f"{name}: file declares {f.channels} channels")
-            if f.samplerate <= 0:
-                raise AudioError(f"{name}: file declares sample rate {f.samplerate}")
+            if not MIN_RATE <= f.samplerate <= MAX_RATE:
+                raise AudioError(f"{name}: file declares sample rate {f.samplerate} Hz, outside "
+                                 f"{MIN_RATE}-{MAX_RATE} Hz")
             if f.frames * f.channels > MAX_SAMPLES:
                 raise AudioError(f"{name}: file declares {f.frames} frames, more than this loader accepts")
             data = f.read(dtype="float32", always_2d=True)
@@ -95,6 +99,8 @@ def _decoded(source, name: str, sample_rate: int | None, mono: bool) -> tuple[np
     if mono:
         data = data.mean(axis=1)
     if sample_rate is not None and sr != sample_rate:
+        if data.shape[0] * sample_rate / sr > MAX_SAMPLES:
+            raise AudioError(f"{name}: {data.shape[0]} samples at {sr} Hz are too many at {sample_rate} Hz")
         data = resample(data, sr, sample_rate)
         sr = sample_rate
     return np.ascontiguousarray(data, dtype=np.float32), sr
@@ -127,6 +133,11 @@ def save_audio(path, samples: np.ndarray, sample_rate: int) -> None:
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     fmt = os.path.splitext(path)[1].lstrip(".").upper() or "WAV"
-    sf.write(tmp, np.asarray(samples, dtype=np.float32), sample_rate, subtype="PCM_16", format=fmt)
-    os.replace(tmp, path)
+    try:
+        sf.write(tmp, np.asarray(samples, dtype=np.float32), sample_rate, subtype="PCM_16", format=fmt)
+        os.replace(tmp, path)
+    except BaseException:  # e.g. `path` is a folder: no d.wav.tmpPID left behind
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 

@@ -8,18 +8,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a number, not nan or inf (an LM weight of nan silently empties transcripts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch size or beam width of 0 or -1 means nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _add_decode_args(p, decoder_help: str, lm_help: str):
     p.add_argument("--decoder", choices=["greedy", "beam"], default=None, help=decoder_help)
     p.add_argument("--lm", default=None, help=lm_help)
-    p.add_argument("--beam-width", type=int, default=None)
-    p.add_argument("--alpha", type=float, default=None, help="LM weight (natural log)")
-    p.add_argument("--beta", type=float, default=None, help="word insertion bonus")
+    p.add_argument("--beam-width", type=positive_int, default=None)
+    p.add_argument("--alpha", type=finite_float, default=None, help="LM weight (natural log)")
+    p.add_argument("--beta", type=finite_float, default=None, help="word insertion bonus")
 
 
 def _add_model_args(p):
@@ -27,13 +50,15 @@ def _add_model_args(p):
     _add_decode_args(p, "default: the package's own (decode.decoder: beam for a tuned package or ensemble)",
                      "KenLM ARPA/binary for --decoder beam")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
 
 
 def cmd_train(a) -> int:
     from .config import load_config
     from .train import train
 
+    if os.path.exists(a.exp_dir) and not os.path.isdir(a.exp_dir):
+        raise ValueError(f"--exp-dir {a.exp_dir}: is a file, not a folder")
     cfg = load_config(a.config, a.overrides)
     best = train(cfg, a.exp_dir, resume=a.resume, max_steps=a.max_steps, device=a.device,
                  info={"recipe": a.recipe} if a.recipe else None)
@@ -188,30 +213,79 @@ def cmd_models(a) -> int:
     return 0
 
 
+def _output_file(option: str, path: str, inputs: list[str] = ()) -> None:
+    """Refuse, before any work, an output that cannot be written or that is one of the inputs
+    (opening it for writing would wipe an input before it is read)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path}: is a folder, not a file")
+    parent = os.path.dirname(path) or "."
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise ValueError(f"{option} {path}: {parent} is a file, not a folder")
+    if os.path.isdir(parent) and not os.access(parent, os.W_OK):
+        raise ValueError(f"{option} {path}: folder {parent} is not writable")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{option} {path}: not writable")
+        out = os.stat(path)
+        for p in inputs:
+            try:
+                same = os.path.samefile(p, path) or (os.stat(p).st_dev, os.stat(p).st_ino) == (out.st_dev, out.st_ino)
+            except OSError:
+                continue
+            if same:
+                raise ValueError(f"{option} {path}: is the input {p}; writing it would destroy it")
+
+
 def cmd_transcribe(a) -> int:
     from tqdm import tqdm
 
+    from .checkpoint import atomic_write_bytes
     from .pretrained import load_model
-    from .transcribe import Transcriber, expand_inputs, format_transcript
+    from .transcribe import Transcriber, expand_inputs, format_transcript, relative_names
 
     paths, errors = expand_inputs(a.inputs)
     for item, msg in errors:
         print(f"asr transcribe: {item}: {msg}", file=sys.stderr)
+    # Subtitles are one file per recording (their cue numbers and times start at each file's
+    # start): several inputs go into an output folder, DIR/<name>.srt, never into one stream.
+    to_folder = a.output is not None and (a.output.endswith(("/", os.sep)) or os.path.isdir(a.output))
+    subtitles = a.format in ("srt", "vtt")
+    if to_folder and not subtitles:
+        raise ValueError(f"-o {a.output}: is a folder; --format {a.format} writes one file, give its name")
+    if subtitles and len(set(paths)) > 1 and not to_folder:
+        raise ValueError(f"--format {a.format}: {len(set(paths))} inputs make one subtitle file each; "
+                         f"give an output folder, -o DIR/")
+    names = relative_names(paths)
+    targets = {p: os.path.join(a.output, f"{names[p]}.{a.format}") for p in paths} if to_folder else {}
+    for target in targets.values():
+        _output_file("-o", target, paths)
+    if a.output and not to_folder:
+        _output_file("-o", a.output, paths)
     model = load_model(a.model or "digits", a.device)
     tr = Transcriber(model, a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size, nbest=a.nbest)
-    out = open(a.output, "w", encoding="utf-8") if a.output else sys.stdout
     failed = list(errors)
 
     def on_error(path, msg):
         failed.append((path, msg))
         print(f"asr transcribe: {msg}", file=sys.stderr)
 
+    written = []  # a single output file is written once, at the end: no half file, no input wiped
     with tqdm(total=len(paths), desc="transcribe", unit="file", file=sys.stderr, disable=True if a.quiet or len(paths) < 2 else None) as bar:
         for t in tr.transcribe_files(paths, on_error=on_error, progress=bar):
-            out.write(format_transcript(t, a.format))
-            out.flush()
-    if a.output:
-        out.close()
+            text = format_transcript(t, a.format, names.get(t.path))
+            if to_folder:
+                os.makedirs(os.path.dirname(targets[t.path]), exist_ok=True)
+                atomic_write_bytes(targets[t.path], text.encode("utf-8"))
+            elif a.output:
+                written.append(text)
+            else:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+    if a.output and not to_folder:
+        try:
+            atomic_write_bytes(a.output, "".join(written).encode("utf-8"))
+        except OSError as e:
+            raise ValueError(f"-o {a.output}: {e.strerror}") from None
     if failed:
         print(f"asr transcribe: {len(failed)} of {len(paths) + len(errors)} input(s) failed", file=sys.stderr)
     return 1 if failed else 0
@@ -281,8 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transcribe", help="transcribe audio files")
     _add_model_args(p)
     p.add_argument("--format", choices=FORMATS, default="text")
-    p.add_argument("--nbest", type=int, default=1, help="n-best list size in json output (beam decoder)")
-    p.add_argument("-o", "--output", default=None)
+    p.add_argument("--nbest", type=positive_int, default=1,
+                   help="n-best list size in json output: whole-file alternatives, best first (beam decoder)")
+    p.add_argument("-o", "--output", default=None,
+                   help="output file (default stdout); for srt/vtt of several inputs a folder, DIR/, one file each")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("inputs", nargs="+", help="files, folders, globs, a manifest (.jsonl) or - (paths on stdin)")
     p.set_defaults(func=cmd_transcribe)
@@ -302,16 +378,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command. The toolkit's own errors (all ValueError: AudioError, PackageError,
+    ConfigError, DataDirError, ...) and the OS's (a path that cannot be read or written) end in one
+    line naming the file or option; anything else is a bug and keeps its traceback. ASR_DEBUG=1
+    (or --debug) shows the traceback of every error."""
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("ASR_DEBUG") == "1" or "--debug" in sys.argv
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        if "--debug" in sys.argv:
+    except BrokenPipeError:
+        # `asr transcribe ... | head -1`: the reader has gone, which is not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a program killed by it
+    except (ValueError, RuntimeError, OSError) as e:
+        if debug:
             raise
-        print(f"asr {args.command}: error: {e}", file=sys.stderr)
+        print(f"asr {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"  # not "[Errno 21] Is a directory: 'x'"
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -259,6 +259,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
                 raise ConfigError(f"{path}: config file not found") from None
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path}: invalid YAML: {e}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: the top level must be sections (features:, model:, train: ...), "
+                                  f"not a {type(data).__name__}")
     if path is not None:
         data = _with_base(data, Path(path))
     data = apply_overrides(json.loads(json.dumps(data)), list(overrides))

@@ -255,7 +255,11 @@ def load_package(path: str | Path, device: str | torch.device = "cpu", *, file_s
 
     pkg = read_package(path, file_sha256=file_sha256, allow_unverified=allow_unverified)
     _check_declared_sizes(pkg)
-    model = model_class(pkg.arch).from_package_meta(pkg.cfg, pkg.model_meta)
+    try:
+        model = model_class(pkg.arch).from_package_meta(pkg.cfg, pkg.model_meta)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a forged or broken header
+        raise PackageError(f"{path}: its header does not describe a {pkg.arch!r} model "
+                           f"({type(e).__name__}: {e})") from None
     expected = model.state_dict()
     missing = [k for k in expected if k not in pkg.tensors]
     unexpected = [k for k in pkg.tensors if k not in expected]

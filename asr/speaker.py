@@ -199,6 +199,10 @@ class SpeakerDB:
             raise SpeakerDBError(f"{path}: not a readable speaker database ({e})") from None
         if not isinstance(data, dict) or data.get("format") != DB_FORMAT:
             raise SpeakerDBError(f"{path}: not a speaker database (no \"format\": \"{DB_FORMAT}\")")
+        if not isinstance(data.get("version", 0), int) or not isinstance(data.get("speakers") or {}, dict) \
+                or not isinstance(data.get("model"), (dict, type(None))) or not isinstance(data.get("dim", 0), int):
+            raise SpeakerDBError(f"{path}: fields of the wrong type (\"version\" and \"dim\" are integers, "
+                                 f"\"speakers\" and \"model\" objects)")
         if int(data.get("version", 0)) > DB_VERSION:
             raise SpeakerDBError(f"{path}: database version {data['version']} is newer than this asr reads "
                                  f"({DB_VERSION})")
@@ -213,7 +217,13 @@ class SpeakerDB:
             if not ok:
                 raise SpeakerDBError(f"{path}: speaker {name!r}: needs \"mean\" (a list of {data.get('dim')} "
                                      f"finite numbers) and \"count\" > 0")
-            speakers[name] = Enrolled(mean, count, list(entry.get("files", [])), list(entry.get("audio_sha256", [])))
+            files = entry.get("files", [])
+            if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+                raise SpeakerDBError(f"{path}: speaker {name!r}: \"files\" must be a list of paths")
+            hashes = entry.get("audio_sha256", [])
+            if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+                raise SpeakerDBError(f"{path}: speaker {name!r}: \"audio_sha256\" must be a list of hex digests")
+            speakers[name] = Enrolled(mean, count, files, hashes)
         return cls(path, data.get("model"), speakers)
 
     def save(self) -> Path:

@@ -23,6 +23,10 @@ import numpy as np
 import torch
 
 DEFAULT_TTS_MODEL = "digits-tts"
+# Decoder steps a character takes to say: digits-tts spends 3.4 ("seven" x 10, 59
+# characters, 198 steps). A text that needs more than --max-steps would be cut off after minutes of
+# work (2,000 digits: 48 s, then cut at 300 steps), so it is refused before any.
+STEPS_PER_CHARACTER = 3.4
 
 
 @dataclass
@@ -233,14 +237,26 @@ def cmd_synthesize(a) -> int:
         jobs = _read_lines(a.text_file)
     model = load_tts(a.model, a.device)
     model.speaker_id(a.speaker)  # an unknown speaker fails before any work, listing the known ones
-    for n, line in jobs:  # so does any unsayable line: no half-written output directory
+    max_steps = int(model.extra["max_decoder_steps"] if a.max_steps is None else a.max_steps)
+    for n, line in jobs:  # so does any unsayable or too long line: no half-written output directory
+        where = f"{a.text_file} line {n}" if n else "--text"
         try:
-            model.prepare_text(line)
+            text = model.prepare_text(line)
         except ValueError as e:
-            raise ValueError(f"{a.text_file} line {n}: {e}" if n else str(e)) from None
+            raise ValueError(f"{where}: {e}") from None
+        # the model's own limit (an explicit --max-steps is a cap the user chose: cut, reported after)
+        if a.max_steps is None and not a.allow_cut and len(text) * STEPS_PER_CHARACTER > max_steps:
+            raise ValueError(f"{where}: {len(text)} characters need about {int(len(text) * STEPS_PER_CHARACTER)} "
+                             f"decoder steps, more than the model's {max_steps} (--max-steps): it would be cut off. Say it "
+                             f"in pieces of at most {int(max_steps / STEPS_PER_CHARACTER)} characters, one per "
+                             "line of a --text-file, or raise --max-steps (--allow-cut: cut it)")
     out = Path(a.output)
     if a.text_file is not None:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"-o {a.output}: is a file; with --text-file -o is the folder for NNNN.wav")
         out.mkdir(parents=True, exist_ok=True)
+    elif out.is_dir():
+        raise ValueError(f"-o {a.output}: is a folder; with --text give a .wav or .flac file name")
     elif out.suffix.lower() not in (".wav", ".flac"):
         raise ValueError(f"-o {a.output}: give a .wav or .flac file name for --text")
     failed = 0

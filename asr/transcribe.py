@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from .audio import AudioError, load_audio
-from .decode import Hypothesis, Word, greedy_decode, proposals, rank_proposals, words_from_labels
+from .decode import Hypothesis, Word, greedy_decode, proposals, rank_proposals, widen, words_from_labels
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
 
@@ -57,19 +58,75 @@ def split_on_pauses(wav: np.ndarray, sr: int, max_segment: float = 20.0, frame: 
     return spans
 
 
+# A CTC spike marks a word's tokens, not the whole sound: a word's span is widened by this much on
+# each side (at most, see decode.widen). On spliced FSDD strings (5 speakers, 50 words) a word's
+# span was within 0.15 s of its clip at 0.06, not at 0.03 (weak fricative onsets: "s", "z").
+WORD_MARGIN = 0.06
+
+
+def check_lm_file(path: str) -> None:
+    """Refuse, naming it, an --lm that is no LM (KenLM reads an audio file as a broken ARPA file and
+    says so only after a progress bar). Compressed ARPA files are left to KenLM."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise ValueError(f"--lm {path}: {e.strerror}") from None
+    if path.endswith((".gz", ".bz2", ".xz")) or head.startswith(b"mmap lm ") or b"\\data\\" in head:
+        return
+    raise ValueError(f"--lm {path}: not an ARPA (\\data\\) or KenLM binary language model")
+
+
+def speech_frames(wav: np.ndarray, sr: int, frame_shift: float, num_frames: int) -> np.ndarray:
+    """Per output frame of `frame_shift` s: does it hold speech energy? An energy detector relative
+    to the segment's own noise floor: a frame is speech when it is above -70 dBFS, within 40 dB of
+    the segment's loudest frame and 4 dB above its quietest tenth. Steady sounds (white noise, hum,
+    a DC offset, which is removed first) stay within 2 dB of that tenth (white noise over 20 s of
+    30 ms frames at 8 kHz: 1.8 dB) and so never pass; speech swings 20-40 dB between syllables and
+    pauses, and a tightly trimmed FSDD clip by 8-16 dB (at 10 dB, 6 of 40 such clips lost their
+    word; at 6 dB, 1 of the 250 test takes)."""
+    hop = max(1, int(round(frame_shift * sr)))
+    x = wav.astype(np.float64) - float(np.mean(wav)) if len(wav) else wav.astype(np.float64)
+    x = np.pad(x, (0, max(0, num_frames * hop - len(x))))[: num_frames * hop]
+    if num_frames == 0:
+        return np.zeros(0, bool)
+    power = (x.reshape(num_frames, hop) ** 2).mean(axis=1)
+    db = 10 * np.log10(power + 1e-12)
+    # the floor ignores the padded tail past the audio (frame stacking can add an output frame)
+    real = db[: max(1, min(num_frames, len(wav) // hop))]
+    threshold = max(-70.0, float(real.max()) - 40.0, float(np.percentile(real, 10)) + 4.0)
+    return db > threshold
+
+
 class Transcriber:
     """Batched transcription with a loaded CTC model and a greedy or beam decoder."""
 
     def __init__(self, model, decoder: str | None = None, lm: str | None = None, beam_width: int | None = None,
                  alpha: float | None = None, beta: float | None = None, batch_size: int = 8,
-                 max_segment: float = 20.0, nbest: int = 1):
+                 max_segment: float = 20.0, nbest: int = 1, vad: bool = True):
+        arch = getattr(model, "arch", type(model).__name__)
+        if arch not in ("ctc", "ctc-ensemble"):
+            raise ValueError(f"{getattr(model, 'package_path', None) or 'model'}: a {arch} model, not a speech "
+                             "recognition (ctc) model; see `asr models`")
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}: {value} is not a finite number")
+        for name, value in (("beam_width", beam_width), ("batch_size", batch_size), ("nbest", nbest)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name}: must be >= 1, got {value}")
+        if not max_segment > 0:
+            raise ValueError(f"max_segment: must be > 0 seconds, got {max_segment}")
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.sr = model.cfg.features.sample_rate
         self.batch_size = batch_size
         self.max_segment = max_segment
         self.nbest = nbest
+        self.word_margin = WORD_MARGIN
+        self.vad = vad  # words only where there is speech energy (speech_frames)
         self.beam = None
+        if lm is not None:
+            check_lm_file(lm)
         decoder = decoder or model.cfg.decode.decoder  # a package says how it decodes best (asr tune)
         if decoder == "beam":
             from .beam_search import CTCBeamDecoder
@@ -97,32 +154,57 @@ class Transcriber:
             wav[i, : len(s)] = torch.from_numpy(s)
         out = self.model(wav.to(self.device), lens.to(self.device))
         if isinstance(out, list):  # an ensemble (asr.models.ensemble): one output per member
-            return self._ensemble_hypotheses([(lp.cpu(), n.cpu()) for lp, n in out])
-        log_probs, out_lens = out[0].cpu(), out[1].cpu()
-        if self.beam is None:
-            return greedy_decode(log_probs, out_lens, self.model.vocab, self.model.frame_shift)
-        return self._beam_hypotheses(log_probs, out_lens)
+            hyps = self._ensemble_hypotheses([(lp.cpu(), n.cpu()) for lp, n in out], segments)
+        else:
+            hyps = self._hypotheses(out[0].cpu(), out[1].cpu(), segments)
+        # Silence, steady noise, hum or a DC offset: whatever the model makes of it, no words
+        # (a digits model heard digits in white noise with confidence 0.77).
+        return [h if not self.vad or self._has_speech(s) else Hypothesis("", [], [], h.score)
+                for s, h in zip(segments, hyps)]
 
-    def _beam_hypotheses(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[Hypothesis]:
-        """ctcdecode-style outputs -> Hypothesis with word times from the beam's label frames."""
+    def _has_speech(self, segment: np.ndarray) -> bool:
+        hop = max(1, round(self.model.frame_shift * self.sr))
+        return bool(speech_frames(segment, self.sr, self.model.frame_shift, -(-len(segment) // hop)).any())
+
+    def _hypotheses(self, log_probs: torch.Tensor, out_lens: torch.Tensor, segments) -> list[Hypothesis]:
+        speech = [self._speech(s, self.model.frame_shift, int(n)) for s, n in zip(segments, out_lens)]
+        if self.beam is None:
+            return greedy_decode(log_probs, out_lens, self.model.vocab, self.model.frame_shift, speech)
+        return self._beam_hypotheses(log_probs, out_lens, speech)
+
+    def _speech(self, segment: np.ndarray, frame_shift: float, num_frames: int) -> np.ndarray | None:
+        return speech_frames(segment, self.sr, frame_shift, num_frames) if self.vad else None
+
+    def _beam_hypotheses(self, log_probs: torch.Tensor, out_lens: torch.Tensor, speech) -> list[Hypothesis]:
+        """ctcdecode-style outputs -> Hypothesis, words timed by their spikes (words_from_labels)."""
         vocab, shift = self.model.vocab, self.model.frame_shift
         results, scores, timesteps, lens = self.beam.decode(log_probs, out_lens)
-        probs = log_probs.exp()
         hyps = []
         for b in range(log_probs.size(0)):
             n = int(lens[b, 0])
             tokens, frames = results[b, 0, :n].tolist(), timesteps[b, 0, :n].tolist()
             h = Hypothesis(vocab.decode(tokens).strip(), tokens, frames, -float(scores[b, 0]))
-            h.words = words_from_labels(tokens, frames, probs[b], vocab, shift, int(out_lens[b]))
+            h.words = words_from_labels(tokens, frames, log_probs[b, :int(out_lens[b])], vocab, shift, speech[b])
             # a lexicon search whose every beam dies mid-word scores them -inf or NaN, which JSON
             # cannot hold: write null
-            h.nbest = [{"text": vocab.decode(results[b, k, : int(lens[b, k])].tolist()).strip(),
-                        "score": round(-float(scores[b, k]), 4) if np.isfinite(float(scores[b, k])) else None}
-                       for k in range(min(self.nbest, results.size(1))) if int(lens[b, k]) > 0]
+            h.nbest = []
+            for k in range(min(self.nbest, results.size(1))):
+                labels = results[b, k, : int(lens[b, k])].tolist()
+                if labels:  # ranked as the search ranks: acoustic + LM terms, like an ensemble's
+                    total = -float(scores[b, k]) + self._lm_score(labels)
+                    h.nbest.append({"text": vocab.decode(labels).strip(),
+                                    "score": round(total, 4) if np.isfinite(total) else None})
             hyps.append(h)
         return hyps
 
-    def _ensemble_hypotheses(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Hypothesis]:
+    def _lm_score(self, labels: list[int]) -> float:
+        try:
+            return self.beam.lm_score(labels)
+        except ValueError:  # the ctcdecode backend does not expose its scorer: acoustic only
+            return 0.0
+
+    def _ensemble_hypotheses(self, outputs: list[tuple[torch.Tensor, torch.Tensor]],
+                             segments: list[np.ndarray]) -> list[Hypothesis]:
         """Every member's proposals, ranked by the members' mean exact CTC log-likelihood + LM terms."""
         vocab, members = self.model.vocab, self.model.members
         proposed = [proposals(lp, n, vocab, self.beam) for lp, n in outputs]
@@ -134,8 +216,9 @@ class Transcriber:
             best = ranked[0]
             h = Hypothesis(best.text, best.tokens, best.frames, best.acoustic)
             lp, n = outputs[best.member]
-            h.words = words_from_labels(best.tokens, best.frames, lp[b].exp(), vocab,
-                                        members[best.member].frame_shift, int(n[b]))
+            shift = members[best.member].frame_shift  # members' frame rates may differ
+            h.words = words_from_labels(best.tokens, best.frames, lp[b, :int(n[b])], vocab, shift,
+                                        self._speech(segments[b], shift, int(n[b])))
             h.nbest = [{"text": c.text, "score": round(c.score, 4) if np.isfinite(c.score) else None}
                        for c in ranked[:self.nbest]]
             hyps.append(h)
@@ -155,17 +238,21 @@ class Transcriber:
                 hyps[i] = h
         out = [Transcript(name, "", round(len(wav) / self.sr, 3)) for name, wav in items]
         texts: list[list[str]] = [[] for _ in items]
+        alternatives: list[list[list[tuple[str, float]]]] = [[] for _ in items]  # per file, per segment
         for (k, offset, seg), h in zip(pieces, hyps):
             if h.text:
                 texts[k].append(h.text)
             # Output frames can reach past the last sample (frame stacking pads): clamp to the audio.
-            seg_end = offset + len(seg) / self.sr
-            out[k].words += [Word(w.word, round(min(w.start + offset, seg_end), 3),
-                                  round(min(w.end + offset, seg_end), 3), w.confidence) for w in h.words]
-            if self.nbest > 1:
-                out[k].nbest += h.nbest
+            seg_len = len(seg) / self.sr
+            clamped = [Word(w.word, min(w.start, seg_len), min(w.end, seg_len), w.confidence) for w in h.words]
+            out[k].words += [Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.confidence)
+                             for w in widen(clamped, self.word_margin, seg_len)]
+            alternatives[k].append([(a["text"], -np.inf if a["score"] is None else a["score"]) for a in h.nbest]
+                                   or [(h.text, h.score)])
         for k, t in enumerate(out):
             t.text = " ".join(texts[k])
+            if self.nbest > 1:
+                t.nbest = whole_file_nbest(alternatives[k], self.nbest)
         return out
 
     def transcribe(self, audio, sample_rate: int | None = None, name: str = "<array>") -> Transcript:
@@ -196,6 +283,22 @@ class Transcriber:
             yield from self.transcribe_arrays(batch)
 
 
+def whole_file_nbest(segments: list[list[tuple[str, float]]], n: int) -> list[dict]:
+    """The n best transcripts of a whole file from its segments' (text, score) alternatives (each
+    list best first): a file's transcript is one alternative per segment, scored by their sum.
+    Keeping the n best after adding each segment is exact (the n best sums only use the n best
+    of each part). The first is the file's transcript, the segments' first choices."""
+    combos = [("", 0.0)]
+    for alts in segments:
+        merged = sorted(((f"{text} {alt}".strip(), score + alt_score) for text, score in combos
+                         for alt, alt_score in alts), key=lambda c: -c[1])
+        combos = list({text: score for text, score in reversed(merged)}.items())  # best score per text
+        combos = sorted(combos, key=lambda c: -c[1])[:n]
+    first = " ".join(t for t in (alts[0][0] for alts in segments) if t)
+    combos = [(first, sum(alts[0][1] for alts in segments))] + [c for c in combos if c[0] != first]
+    return [{"text": text, "score": round(score, 4) if np.isfinite(score) else None} for text, score in combos[:n]]
+
+
 def to_model_rate(audio, sample_rate: int | None, target_sr: int) -> np.ndarray:
     from .audio import resample
 
@@ -219,23 +322,84 @@ def expand_inputs(inputs: list[str], stdin=None) -> tuple[list[str], list[tuple[
     for item in inputs:
         if item == "-":
             stream = stdin or sys.stdin
-            paths.extend(line.strip() for line in stream if line.strip())
+            found = [line.strip() for line in stream if line.strip()]
+            if not found:
+                errors.append(("-", "no input paths on stdin"))
+            paths.extend(found)
         elif os.path.isdir(item):
-            found = sorted(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+            found = sorted(str(p) for p in _walk_audio(item))
             if not found:
                 errors.append((item, "folder holds no audio files"))
             paths.extend(found)
         elif item.endswith((".jsonl", ".json")) and os.path.isfile(item):
-            from .datadir import read_manifest
-
-            paths.extend(u.audio for u in read_manifest(item))
+            found, problems = manifest_audio(item)
+            paths.extend(found)
+            errors.extend(problems)
         elif any(c in item for c in "*?[") and not os.path.exists(item):
-            found = sorted(glob.glob(item, recursive=True))
+            found = sorted(_glob_once(item))
             if not found:
                 errors.append((item, "pattern matches no file"))
             paths.extend(found)
         else:
             paths.append(item)
+    return paths, errors
+
+
+def _walk_audio(folder: str):
+    """Audio files under `folder`; a linked folder is entered once (a symlink loop would not end)."""
+    seen = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        key = os.path.realpath(root)
+        if key in seen:
+            dirs[:] = []
+            continue
+        seen.add(key)
+        dirs.sort()
+        for f in files:
+            if os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS:
+                yield Path(root) / f
+
+
+def _glob_once(pattern: str) -> list[str]:
+    """glob with `**` that enters each real folder once: Python's recursive glob follows folder
+    symlinks, and a link to a parent folder makes it run until the path is too long."""
+    if "**" not in pattern:
+        return glob.glob(pattern)
+    head, _, tail = pattern.partition("**")
+    roots = glob.glob(head) if any(c in head for c in "*?[") else [head or "."]
+    out, seen = {}, set()
+    tail = tail.lstrip("/" + os.sep)
+    for root in roots:
+        for folder, dirs, _ in os.walk(root or os.curdir, followlinks=True):
+            key = os.path.realpath(folder)
+            if key in seen:
+                dirs[:] = []
+                continue
+            seen.add(key)
+            for hit in glob.glob(os.path.join(glob.escape(folder), tail)) if tail else [folder]:
+                out.setdefault(os.path.normpath(hit), None)
+    return list(out)
+
+
+def manifest_audio(path: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The audio paths of a JSON-lines manifest: only `audio_filepath` is needed to transcribe (a
+    training manifest's `duration` and `text` are not). A relative path is relative to the manifest's
+    folder, so a manifest and its audio can move together."""
+    paths, errors = [], []
+    folder = os.path.dirname(path)
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                audio = json.loads(line).get("audio_filepath")
+            except (ValueError, AttributeError, RecursionError):
+                errors.append((f"{path}:{number}", "not a JSON object"))
+                continue
+            if not isinstance(audio, str) or not audio.strip():
+                errors.append((f"{path}:{number}", "no \"audio_filepath\" (a path string)"))
+                continue
+            paths.append(audio if os.path.isabs(audio) else os.path.join(folder, audio))
     return paths, errors
 
 
@@ -261,14 +425,45 @@ def cues(t: Transcript, max_words: int = 8, max_gap: float = 1.0):
         yield cue
 
 
-def format_transcript(t: Transcript, fmt: str) -> str:
+def relative_names(paths: list[str]) -> dict[str, str]:
+    """A distinct name per input path, for CTM ids and per-input output files: the file's stem, or
+    where two inputs share a stem, their paths relative to their common folder (without the
+    extension unless that is all that tells them apart)."""
+    absolute = {p: os.path.abspath(p) for p in paths}
+    by_stem: dict[str, list[str]] = {}
+    for p in dict.fromkeys(paths):
+        by_stem.setdefault(Path(p).stem, []).append(p)
+    names = {}
+    for stem, group in by_stem.items():
+        if len({absolute[p] for p in group}) == 1:
+            names.update({p: stem for p in group})
+            continue
+        common = os.path.commonpath([os.path.dirname(absolute[p]) for p in group])
+        rel = {p: Path(os.path.relpath(absolute[p], common)).as_posix() for p in group}
+        no_ext = {p: r[: -len(Path(r).suffix)] if Path(r).suffix else r for p, r in rel.items()}
+        distinct = len(set(no_ext.values())) == len({absolute[p] for p in group})
+        names.update(no_ext if distinct else rel)
+    return names
+
+
+def ctm_id(name: str) -> str:
+    """A CTM utterance id is one whitespace-free field: blanks (and %) are percent-escaped, so
+    distinct names stay distinct."""
+    return "".join(f"%{ord(c):02X}" if c.isspace() or c == "%" else c for c in name)
+
+
+def format_transcript(t: Transcript, fmt: str, name: str | None = None) -> str:
+    """One transcript in `fmt`; `name` (see relative_names) is the CTM utterance id, by default the
+    file's stem."""
     if fmt == "text":
         return f"{t.path}\t{t.text}\n"
     if fmt == "json":
         return json.dumps(t.to_dict(), ensure_ascii=False) + "\n"
     if fmt == "ctm":
-        utt = Path(t.path).stem
-        return "".join(f"{utt} 1 {w.start:.2f} {w.end - w.start:.2f} {w.word} {w.confidence:.2f}\n" for w in t.words)
+        utt = ctm_id(name or Path(t.path).stem)
+        # duration from the rounded times, so a word never reaches into the next one's start
+        return "".join(f"{utt} 1 {round(w.start, 2):.2f} {round(w.end, 2) - round(w.start, 2):.2f} {w.word} "
+                       f"{w.confidence:.2f}\n" for w in t.words)
     if fmt in ("srt", "vtt"):
         sep = "," if fmt == "srt" else "."
         out = [] if fmt == "srt" else ["WEBVTT", ""]

@@ -12,3 +12,54 @@ def write_arpa(path, unigrams: dict[str, float], bigrams: dict[tuple[str, str], 
     lines += ["", "\\end\\", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+# -- strict parsers of the subtitle and CTM formats `asr transcribe` writes ---------------------
+
+def _seconds(stamp: str, sep: str) -> float:
+    import re
+
+    m = re.fullmatch(rf"(\d\d):([0-5]\d):([0-5]\d){re.escape(sep)}(\d\d\d)", stamp)
+    assert m, f"bad timestamp {stamp!r}"
+    h, mi, s, ms = map(int, m.groups())
+    return h * 3600 + mi * 60 + s + ms / 1000
+
+
+def parse_subtitles(text: str, fmt: str) -> list[tuple[float, float, str]]:
+    """(start, end, text) cues of one SRT or WebVTT file, asserting the format: one WEBVTT header
+    (vtt), cues numbered 1..N (srt), start < end, cues in order and not overlapping."""
+    sep = "," if fmt == "srt" else "."
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    if fmt == "vtt":
+        assert blocks and blocks[0] == "WEBVTT", "a WebVTT file starts with one WEBVTT header"
+        blocks = blocks[1:]
+    assert "WEBVTT" not in "\n".join(blocks), "one WEBVTT header only"
+    cues, previous_end = [], 0.0
+    for n, block in enumerate(blocks, 1):
+        lines = block.split("\n")
+        if fmt == "srt":
+            assert lines[0] == str(n), f"cue {n} numbered {lines[0]!r}"
+            lines = lines[1:]
+        start, arrow, end = lines[0].partition(" --> ")
+        assert arrow, f"cue {n}: no timing line: {lines[0]!r}"
+        start, end = _seconds(start, sep), _seconds(end, sep)
+        assert previous_end <= start < end, f"cue {n}: {start}-{end} after a cue ending at {previous_end}"
+        assert len(lines) > 1 and all(line.strip() for line in lines[1:]), f"cue {n}: no text"
+        cues.append((start, end, " ".join(lines[1:])))
+        previous_end = end
+    return cues
+
+
+def parse_ctm(text: str) -> dict[str, list[tuple[float, float, str, float]]]:
+    """{utterance id: [(start, duration, word, confidence)]} of a CTM file, asserting six fields a
+    line, channel 1, times in order and not overlapping within an utterance."""
+    out: dict[str, list] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split(" ")
+        assert len(fields) == 6, f"line {n}: {len(fields)} fields: {line!r}"
+        utt, channel, start, duration, word, confidence = fields
+        assert channel == "1" and float(duration) > 0 and 0 <= float(confidence) <= 1, line
+        words = out.setdefault(utt, [])
+        assert not words or words[-1][0] + words[-1][1] <= float(start) + 1e-9, f"line {n}: overlaps"
+        words.append((float(start), float(duration), word, float(confidence)))
+    return out

@@ -133,7 +133,8 @@ def test_beam_json_carries_nbest_and_word_confidences(tiny_package):
 
     package, dev = tiny_package
     model = load_model(package)
-    t = Transcriber(model, decoder="beam", beam_width=8, nbest=3).transcribe(dev / "wavs" / "a1.wav")
+    # vad=False: the dev "speech" of this tiny model is white noise, which the speech gate drops
+    t = Transcriber(model, decoder="beam", beam_width=8, nbest=3, vad=False).transcribe(dev / "wavs" / "a1.wav")
     out = json.loads(format_transcript(t, "json"))
     assert len(out["nbest"]) == 3 and len({h["text"] for h in out["nbest"]}) == 3
     assert out["nbest"][0]["text"] == out["text"]
