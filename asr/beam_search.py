@@ -198,7 +198,7 @@ class _PrefixSearch:
         self.ids, self.lb, self.lnb, self.pb, self.pnb = (np.array(col) for col in zip(*new))
         self.last = np.array([label[i] for i in self.ids.tolist()])
 
-    def _compact(self, settle: bool = True) -> None:
+    def _compact(self, settle: bool = True, forced: int = 0) -> None:
         """Keep only the nodes and paths the beams reach; commit the words all of them share."""
         parent, path_parent = self.parent, self.path_parent
         ids = self.ids.tolist()
@@ -212,9 +212,17 @@ class _PrefixSearch:
             return out
 
         node_chains = [chain(i, parent) for i in ids]
-        if settle and len(node_chains[0]) - 1 > _MAX_OPEN_LABELS:
-            self._settle(node_chains)
-            return self._compact(settle=False)
+        if settle:
+            dominant = [chain(int(p if b >= nb else q), path_parent)
+                        for p, q, b, nb in zip(self.pb.tolist(), self.pnb.tolist(), self.lb.tolist(), self.lnb.tolist())]
+            old = [sum(self.path_start[p] < self.frames - _MAX_OPEN_FRAMES for p in c[:-1]) for c in dominant]
+            n = len(node_chains[0]) - 1
+            forced = max(n - _MAX_OPEN_LABELS // 4 if n > _MAX_OPEN_LABELS else 0, old[0])
+            anchor = node_chains[0][::-1][forced]
+            keep = [i for i, c in enumerate(node_chains) if anchor in c and old[i] <= forced]
+            if forced or len(keep) < len(ids):
+                self._settle(node_chains, forced, keep)
+                return self._compact(settle=False, forced=forced)
         path_chains = [chain(p, path_parent) for p in paths]
         # depth of the deepest node every beam passes through, and the same for the paths
         shared_nodes = set.intersection(*(set(c) for c in node_chains))
@@ -225,8 +233,8 @@ class _PrefixSearch:
         while (depth + 1 < len(top_chain) and top_chain[depth + 1] in shared_nodes
                and depth + 1 < len(top_path) and top_path[depth + 1] in shared_paths):
             depth += 1
-        if self.space is not None:  # commit whole words only
-            while depth > 0 and self.label[top_chain[depth]] != self.space:
+        if self.space is not None:  # commit whole words only (unless settled: see _settle)
+            while depth > forced and self.label[top_chain[depth]] != self.space:
                 depth -= 1
         root, path_root = top_chain[depth], top_path[depth]
         labels, starts = self.committed
@@ -251,15 +259,14 @@ class _PrefixSearch:
         remap = np.vectorize(lambda p: path_map.get(p, 0), otypes=[np.int64])
         self.pb, self.pnb = remap(self.pb), remap(self.pnb)
 
-    def _settle(self, node_chains: list[list[int]]) -> None:
-        """Beams that still disagree about labels more than _MAX_OPEN_LABELS / 4 behind the best
-        one's end are dropped, and the paths of the rest take the best one's start frames up to
-        there: the one place where the search changes (rarely: speech settles within words), so
-        that even posteriors that never agree keep the state bounded."""
-        best = node_chains[0][::-1]
-        depth = len(best) - 1 - _MAX_OPEN_LABELS // 4
-        anchor = best[depth]
-        keep = [i for i, c in enumerate(node_chains) if anchor in c]
+    def _settle(self, node_chains: list[list[int]], depth: int, keep: list[int]) -> None:
+        """Settle what the beams still disagree about long after: the best beam's labels more
+        than _MAX_OPEN_LABELS / 4 behind its end (once it holds _MAX_OPEN_LABELS) and those
+        started more than _MAX_OPEN_FRAMES ago (`depth` of them) are committed, even inside a
+        word; beams that differ there, or hold other labels that old, are dropped (`keep` are
+        the others), and the paths of the rest take the best one's start frames. The one place
+        where the search changes (rarely: speech settles within words, and silence gives every
+        beam the same future), so that posteriors that never agree keep the state bounded."""
         self.ids, self.last, self.lb, self.lnb, self.pb, self.pnb = (
             a[keep] for a in (self.ids, self.last, self.lb, self.lnb, self.pb, self.pnb))
 
@@ -307,7 +314,8 @@ class _PrefixSearch:
 
 
 _COMPACT_EVERY = 32
-_MAX_OPEN_LABELS = 256
+_MAX_OPEN_FRAMES = 500  # output frames (15 s at 30 ms)
+_MAX_OPEN_LABELS = 128  # labels (~25 words) the beams may disagree on before the best settles them
 _ZERO_ROWS: dict[int, np.ndarray] = {}
 
 
