@@ -81,34 +81,82 @@ def ctc_log_likelihoods(log_probs: np.ndarray | torch.Tensor, candidates: Sequen
     return -nll.numpy()
 
 
-def _prefix_search(log_probs: np.ndarray, beam_width: int, blank_id: int) -> list[Beam]:
-    """Prefix beam search; (labels, start frames, ln prob over the kept paths), best first.
+class _PrefixSearch:
+    """Prefix beam search over frames fed in any number of pieces; (labels, start frames, ln prob).
 
-    Start frames follow one path per prefix, the one carrying the most probability at each
-    merge, so they rise strictly (ctcdecode instead records, per prefix, the frame where its
-    last label peaked, which can put a label before the one it follows).
+    The search of one frame depends only on the beams before it, so feeding the frames in chunks
+    gives exactly the beams of feeding them at once. Start frames follow one path per prefix, the
+    one carrying the most probability at each merge, so they rise strictly (ctcdecode instead
+    records, per prefix, the frame where its last label peaked, which can put a label before the
+    one it follows).
+
+    With `scorer` (a `_WordScorer` or `_TokenScorer`) every extension of a prefix also gets the
+    scorer's LM term (-inf where its lexicon forbids the label), and prefixes are ranked by
+    acoustic + LM; the probabilities kept stay acoustic. `allowed` (frame -> bool per label)
+    is ctcdecode's cutoff_top_n/cutoff_prob: a pruned label starts no new label in that frame.
+
+    Memory: every `_COMPACT_EVERY` frames the prefix trie and the tree of paths behind the start
+    frames are cut down to what the beams still reach, and the words every beam shares (up to a
+    space, with the same start frames on every path) move to `committed`, so an endless stream
+    keeps a state bounded by the beam, not by its history. Compaction changes no beam.
     """
-    lp = np.asarray(log_probs, dtype=np.float64)
-    frames, vocab = lp.shape
-    # Prefixes are nodes of a trie that only grows (parent, last label); the paths behind the
-    # start frames are a second such tree (parent, frame of its last label).
-    parent, label = [-1], [-1]
-    child: dict[tuple[int, int], int] = {}
-    path_parent, path_start = [-1], [-1]
-    ids, last = np.array([0]), np.array([-1])
-    lb, lnb = np.array([0.0]), np.array([-np.inf])  # ln P(prefix, ending in blank / in a label)
-    pb, pnb = np.array([0]), np.array([0])  # the dominant path of each of those two
-    for t in range(frames):
-        x = lp[t]
+
+    def __init__(self, vocab: int, beam_width: int, blank_id: int, space_id: int | None = None,
+                 scorer=None, allowed: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.vocab, self.beam_width, self.blank, self.space = vocab, beam_width, blank_id, space_id
+        self.scorer, self.allowed = scorer, allowed
+        self.frames = 0  # frames consumed
+        # Prefixes are nodes of a trie (parent, last label); the paths behind the start frames
+        # are a second such tree (parent, frame of its last label). Node 0 is the root of both.
+        self.parent, self.label = [-1], [-1]
+        self.child: dict[tuple[int, int], int] = {}
+        self.path_parent, self.path_start = [-1], [-1]
+        self.node_lm = [0.0]  # the LM terms of each prefix (0 without scorer)
+        self.node_ctx = [scorer.start() if scorer is not None else None]  # the scorer's state
+        self.rows: dict[int, tuple[np.ndarray, dict]] = {}  # node -> (LM term per label, ctx per label)
+        self.ids, self.last = np.array([0]), np.array([-1])
+        self.lb, self.lnb = np.array([0.0]), np.array([-np.inf])  # ln P(prefix, ending in blank / in a label)
+        self.pb, self.pnb = np.array([0]), np.array([0])  # the dominant path of each of those two
+        self.committed: tuple[list[int], list[int]] = ([], [])  # labels and starts every beam shares
+        self.dead = False  # every prefix fell out (a lexicon that cannot continue)
+
+    # -- the LM terms of extending a node by each label
+    def _row(self, node: int) -> np.ndarray:
+        if self.scorer is None:
+            return _ZERO_ROWS.setdefault(self.vocab, np.zeros(self.vocab))
+        row = self.rows.get(node)
+        if row is None:
+            row = self.rows[node] = self.scorer.extensions(self.node_ctx[node], self.vocab)
+        return row[0]
+
+    def advance(self, log_probs: np.ndarray) -> None:
+        lp = np.asarray(log_probs, dtype=np.float64)
+        for x in lp:
+            if self.dead:
+                break
+            self._frame(x)
+            self.frames += 1
+            if self.frames % _COMPACT_EVERY == 0:
+                self._compact()
+
+    def _frame(self, x: np.ndarray) -> None:
+        t, blank, vocab = self.frames, self.blank, self.vocab
+        ids, last, lb, lnb, pb, pnb = self.ids, self.last, self.lb, self.lnb, self.pb, self.pnb
+        parent, label, child = self.parent, self.label, self.child
+        path_parent, path_start = self.path_parent, self.path_start
+        lm = np.array([self.node_lm[i] for i in ids.tolist()])
+        bonus = np.stack([self._row(i) for i in ids.tolist()])  # (beam, V)
         total = np.logaddexp(lb, lnb)
         dominant = np.where(lb >= lnb, pb, pnb)
-        stay_b = total + x[blank_id]
+        stay_b = total + x[blank]
         stay_nb = np.where(last >= 0, lnb + x[np.maximum(last, 0)], -np.inf)
         stay_nb_path = pnb.copy()
         ext = total[:, None] + x[None, :]
         rows = np.flatnonzero(last >= 0)
         ext[rows, last[rows]] = lb[rows] + x[last[rows]]  # a repeat needs a blank in between
-        ext[:, blank_id] = -np.inf
+        ext[:, blank] = -np.inf
+        if self.allowed is not None:
+            ext[:, ~self.allowed(x)] = -np.inf
 
         def new_path(j: int, v: int) -> int:
             path_parent.append(int(pb[j] if v == last[j] else dominant[j]))
@@ -125,13 +173,14 @@ def _prefix_search(log_probs: np.ndarray, beam_width: int, blank_id: int) -> lis
                     stay_nb_path[i] = new_path(j, v)
                 stay_nb[i] = np.logaddexp(stay_nb[i], ext[j, v])
                 ext[j, v] = -np.inf
-        cand = np.concatenate([np.logaddexp(stay_b, stay_nb), ext.ravel()])
-        k = min(beam_width, cand.size)
-        top = np.argpartition(-cand, k - 1)[:k]
-        top = top[np.argsort(-cand[top], kind="stable")]
-        top = top[cand[top] > -np.inf]
+        ranked = np.concatenate([np.logaddexp(stay_b, stay_nb) + lm, (ext + (lm[:, None] + bonus)).ravel()])
+        k = min(self.beam_width, ranked.size)
+        top = np.argpartition(-ranked, k - 1)[:k]
+        top = top[np.argsort(-ranked[top], kind="stable")]
+        top = top[ranked[top] > -np.inf]
         if top.size == 0:
-            return []
+            self.dead = True
+            return
         new = []  # (node, lb, lnb, blank path, label path)
         for c in top.tolist():
             if c < len(ids):
@@ -143,21 +192,139 @@ def _prefix_search(log_probs: np.ndarray, beam_width: int, blank_id: int) -> lis
                 node = child[(int(ids[j]), v)] = len(parent)
                 parent.append(int(ids[j]))
                 label.append(v)
+                self.node_lm.append(self.node_lm[int(ids[j])] + bonus[j, v])
+                self.node_ctx.append(self.rows[int(ids[j])][1][v] if self.scorer is not None else None)
             new.append((node, -np.inf, ext[j, v], 0, new_path(j, v)))
-        ids, lb, lnb, pb, pnb = (np.array(col) for col in zip(*new))
-        last = np.array([label[i] for i in ids.tolist()])
+        self.ids, self.lb, self.lnb, self.pb, self.pnb = (np.array(col) for col in zip(*new))
+        self.last = np.array([label[i] for i in self.ids.tolist()])
 
-    total = np.logaddexp(lb, lnb)
-    results = []
-    for i in np.argsort(-total, kind="stable").tolist():
-        labels, starts = [], []
-        node, path = int(ids[i]), int(pb[i] if lb[i] >= lnb[i] else pnb[i])
-        while node > 0:
-            labels.append(label[node])
-            starts.append(path_start[path])
-            node, path = parent[node], path_parent[path]
-        results.append((tuple(labels[::-1]), tuple(starts[::-1]), float(total[i])))
-    return results
+    def _compact(self, settle: bool = True, forced: int = 0) -> None:
+        """Keep only the nodes and paths the beams reach; commit the words all of them share."""
+        parent, path_parent = self.parent, self.path_parent
+        ids = self.ids.tolist()
+        paths = [p for p, s in zip(self.pb.tolist(), self.lb.tolist()) if s > -np.inf]
+        paths += [p for p, s in zip(self.pnb.tolist(), self.lnb.tolist()) if s > -np.inf]
+
+        def chain(start: int, up: list[int]) -> list[int]:  # start, its parent, ..., root
+            out = [start]
+            while up[out[-1]] >= 0:
+                out.append(up[out[-1]])
+            return out
+
+        node_chains = [chain(i, parent) for i in ids]
+        if settle:
+            dominant = [chain(int(p if b >= nb else q), path_parent)
+                        for p, q, b, nb in zip(self.pb.tolist(), self.pnb.tolist(), self.lb.tolist(), self.lnb.tolist())]
+            old = [sum(self.path_start[p] < self.frames - _MAX_OPEN_FRAMES for p in c[:-1]) for c in dominant]
+            n = len(node_chains[0]) - 1
+            forced = max(n - _MAX_OPEN_LABELS // 4 if n > _MAX_OPEN_LABELS else 0, old[0])
+            anchor = node_chains[0][::-1][forced]
+            keep = [i for i, c in enumerate(node_chains) if anchor in c and old[i] <= forced]
+            if forced or len(keep) < len(ids):
+                self._settle(node_chains, forced, keep)
+                return self._compact(settle=False, forced=forced)
+        path_chains = [chain(p, path_parent) for p in paths]
+        # depth of the deepest node every beam passes through, and the same for the paths
+        shared_nodes = set.intersection(*(set(c) for c in node_chains))
+        shared_paths = set.intersection(*(set(c) for c in path_chains)) if path_chains else {0}
+        top_chain = node_chains[0][::-1]  # root .. beam 0
+        top_path = path_chains[0][::-1] if path_chains else [0]
+        depth = 0
+        while (depth + 1 < len(top_chain) and top_chain[depth + 1] in shared_nodes
+               and depth + 1 < len(top_path) and top_path[depth + 1] in shared_paths):
+            depth += 1
+        if self.space is not None:  # commit whole words only (unless settled: see _settle)
+            while depth > forced and self.label[top_chain[depth]] != self.space:
+                depth -= 1
+        root, path_root = top_chain[depth], top_path[depth]
+        labels, starts = self.committed
+        labels += [self.label[n] for n in top_chain[1:depth + 1]]
+        starts += [self.path_start[p] for p in top_path[1:depth + 1]]
+
+        keep_nodes = sorted({n for c in node_chains for n in c[:c.index(root) + 1]})
+        keep_paths = sorted({p for c in path_chains for p in c[:c.index(path_root) + 1]} | {path_root})
+        node_map = {n: i for i, n in enumerate([root] + [n for n in keep_nodes if n != root])}
+        path_map = {p: i for i, p in enumerate([path_root] + [p for p in keep_paths if p != path_root])}
+        old = list(node_map)
+        self.parent = [node_map[parent[n]] if n != root else -1 for n in old]
+        self.label = [self.label[n] for n in old]  # the root keeps its label: the repeat rule needs it
+        self.node_lm = [self.node_lm[n] for n in old]
+        self.node_ctx = [self.node_ctx[n] for n in old]
+        self.child = {(self.parent[i], self.label[i]): i for i in range(1, len(old))}
+        self.rows = {node_map[n]: r for n, r in self.rows.items() if n in node_map}
+        old_paths = list(path_map)
+        self.path_parent = [path_map[path_parent[p]] if p != path_root else -1 for p in old_paths]
+        self.path_start = [self.path_start[p] for p in old_paths]
+        self.ids = np.array([node_map[i] for i in ids])
+        remap = np.vectorize(lambda p: path_map.get(p, 0), otypes=[np.int64])
+        self.pb, self.pnb = remap(self.pb), remap(self.pnb)
+
+    def _settle(self, node_chains: list[list[int]], depth: int, keep: list[int]) -> None:
+        """Settle what the beams still disagree about long after: the best beam's labels more
+        than _MAX_OPEN_LABELS / 4 behind its end (once it holds _MAX_OPEN_LABELS) and those
+        started more than _MAX_OPEN_FRAMES ago (`depth` of them) are committed, even inside a
+        word; beams that differ there, or hold other labels that old, are dropped (`keep` are
+        the others), and the paths of the rest take the best one's start frames. The one place
+        where the search changes (rarely: speech settles within words, and silence gives every
+        beam the same future), so that posteriors that never agree keep the state bounded."""
+        self.ids, self.last, self.lb, self.lnb, self.pb, self.pnb = (
+            a[keep] for a in (self.ids, self.last, self.lb, self.lnb, self.pb, self.pnb))
+
+        def at_depth(p: int) -> int:
+            chain = [p]
+            while self.path_parent[chain[-1]] >= 0:
+                chain.append(self.path_parent[chain[-1]])
+            return chain[::-1][depth]
+
+        ref = at_depth(int(self.pb[0] if self.lb[0] >= self.lnb[0] else self.pnb[0]))
+        for p, s in zip(np.concatenate([self.pb, self.pnb]).tolist(), np.concatenate([self.lb, self.lnb]).tolist()):
+            if s > -np.inf:
+                q = at_depth(p)
+                self.path_parent[q], self.path_start[q] = self.path_parent[ref], self.path_start[ref]
+
+    def size(self) -> int:
+        """Nodes and paths held: what stays bounded on an endless stream."""
+        return len(self.parent) + len(self.path_parent) + len(self.rows)
+
+    def results(self, final: bool = False) -> list[Beam]:
+        """The beams, best first: (labels, start frames, acoustic ln prob), the committed words
+        included. `final` adds the scorer's end-of-utterance terms (the last word, </s>)."""
+        total = np.logaddexp(self.lb, self.lnb)
+        lm = np.array([self.node_lm[i] for i in self.ids.tolist()])
+        if self.scorer is not None:
+            lm = lm + np.array([self.scorer.finish(self.node_ctx[i], final) for i in self.ids.tolist()])
+            if final and np.isfinite(lm).any():
+                lm = np.where(np.isfinite(lm), lm, -np.inf)  # a prefix that ends mid-word is no transcript
+            else:
+                lm = np.where(np.isfinite(lm), lm, 0.0)
+        done_labels, done_starts = self.committed
+        results = []
+        for i in np.argsort(-(total + lm), kind="stable").tolist():
+            if not np.isfinite(total[i] + lm[i]):
+                continue
+            labels, starts = [], []
+            node, path = int(self.ids[i]), int(self.pb[i] if self.lb[i] >= self.lnb[i] else self.pnb[i])
+            while node > 0:
+                labels.append(self.label[node])
+                starts.append(self.path_start[path])
+                node, path = self.parent[node], self.path_parent[path]
+            results.append((tuple(done_labels) + tuple(labels[::-1]), tuple(done_starts) + tuple(starts[::-1]),
+                            float(total[i])))
+        return results
+
+
+_COMPACT_EVERY = 32
+_MAX_OPEN_FRAMES = 500  # output frames (15 s at 30 ms)
+_MAX_OPEN_LABELS = 128  # labels (~25 words) the beams may disagree on before the best settles them
+_ZERO_ROWS: dict[int, np.ndarray] = {}
+
+
+def _prefix_search(log_probs: np.ndarray, beam_width: int, blank_id: int) -> list[Beam]:
+    """Prefix beam search over a whole (T, V) array, no LM, no label pruning; best first."""
+    lp = np.asarray(log_probs, dtype=np.float64)
+    search = _PrefixSearch(lp.shape[1], beam_width, blank_id)
+    search.advance(lp)
+    return [] if search.dead else search.results()
 
 
 def prefix_beam_search(log_probs: np.ndarray, beam_width: int = 100,
@@ -398,6 +565,14 @@ class CTCBeamDecoder:
             # cutoff_prob pruned away every path the lexicon can spell: search again unpruned
             # rather than return nothing (or a NaN score) for the utterance
             hyps = self._flashlight_search(log_probs, prune=False)
+        if self._words is not None and hyps:
+            # flashlight cannot tell apart spellings that differ in extra spaces and sums them;
+            # ctcdecode's beams are exact label sequences. Re-score each transcript as its
+            # single-spaced spelling, exactly, and re-rank: at alpha = beta = 0 a word LM then
+            # picks, among the words it knows, what the acoustics say (ctcdecode's "a a").
+            exact = ctc_log_likelihoods(log_probs, [labels for labels, _, _ in hyps], self._blank)
+            hyps = [(labels, starts, float(e)) for (labels, starts, _), e in zip(hyps, exact)]
+            hyps.sort(key=lambda h: -(h[2] + self.lm_score(h[0])))
         if self._words is None and not self._has_lm:
             # Both scores sum a subset of the paths of the same labels: the larger is the better
             # estimate, and the best of the union is at least the prefix search's best.
@@ -429,18 +604,7 @@ class CTCBeamDecoder:
             raise ValueError(f"seq_lens must hold {batch} lengths in [0, {frames}], got {lens}")
 
         decoded = [self._decode_one(lp[b, :n]) for b, n in enumerate(lens)]
-
-        beam_results = torch.zeros(batch, self._beam_width, frames, dtype=torch.int32)
-        timesteps = torch.zeros(batch, self._beam_width, frames, dtype=torch.int32)
-        beam_scores = torch.full((batch, self._beam_width), math.inf, dtype=torch.float32)
-        out_lens = torch.zeros(batch, self._beam_width, dtype=torch.int32)
-        for b, beams in enumerate(decoded):
-            for k, (labels, starts, logp) in enumerate(beams):
-                beam_results[b, k, :len(labels)] = torch.tensor(labels, dtype=torch.int32)
-                timesteps[b, k, :len(labels)] = torch.tensor(starts, dtype=torch.int32)
-                beam_scores[b, k] = -logp
-                out_lens[b, k] = len(labels)
-        return beam_results, beam_scores, timesteps, out_lens
+        return _pack_beams(decoded, self._beam_width, frames)
 
     def lm_score(self, labels: Sequence[int]) -> float:
         """alpha·ln P_LM + beta·words of a label sequence: what the search adds to a beam's
@@ -480,6 +644,22 @@ class CTCBeamDecoder:
         self._alpha, self._beta = alpha, beta
 
 
+def _pack_beams(decoded: list[list[Beam]], beam_width: int, width: int):
+    """Beams per utterance -> ctcdecode's (beam_results, beam_scores, timesteps, out_lens)."""
+    batch = len(decoded)
+    beam_results = torch.zeros(batch, beam_width, width, dtype=torch.int32)
+    timesteps = torch.zeros(batch, beam_width, width, dtype=torch.int32)
+    beam_scores = torch.full((batch, beam_width), math.inf, dtype=torch.float32)
+    out_lens = torch.zeros(batch, beam_width, dtype=torch.int32)
+    for b, beams in enumerate(decoded):
+        for k, (labels, starts, logp) in enumerate(beams):
+            beam_results[b, k, :len(labels)] = torch.tensor(labels, dtype=torch.int32)
+            timesteps[b, k, :len(labels)] = torch.tensor(starts, dtype=torch.int32)
+            beam_scores[b, k] = -logp
+            out_lens[b, k] = len(labels)
+    return beam_results, beam_scores, timesteps, out_lens
+
+
 # The emission of a label flashlight must not take. Not -inf: flashlight's log-add of two -inf
 # scores is NaN, and with -inf in the emissions its results changed from one call to the next.
 _PRUNED = -1e10
@@ -506,3 +686,190 @@ def _load_kenlm(path: str, dictionary):
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+# --- ctcdecode's online API ---------------------------------------------------------------------
+
+class _WordScorer:
+    """A word LM over a lexicon, as ctcdecode's scorer with its dictionary: a label extends a
+    prefix only along a word of the lexicon, a space only closes a whole word (scored
+    alpha·ln P_LM(word | history) + beta), so even at alpha = beta = 0 every beam spells words
+    the LM knows. Context: (lexicon trie node, LM state)."""
+
+    def __init__(self, setup: "CTCBeamDecoder"):
+        self.lm, self.space = setup._lm, setup._space
+        self.weight, self.beta = setup._alpha * math.log(10), setup._beta  # the LM's scores are log10
+        self.children: list[dict[int, int]] = [{}]
+        self.word: list[int | None] = [None]  # LM index of the word ending at each trie node
+        for word, spellings in setup._words.items():
+            index = setup._lm_dict.get_index(word)
+            for spelled in spellings:
+                node = 0
+                for v in spelled:
+                    if v not in self.children[node]:
+                        self.children[node][v] = len(self.children)
+                        self.children.append({})
+                        self.word.append(None)
+                    node = self.children[node][v]
+                if self.word[node] is None:
+                    self.word[node] = index
+
+    def start(self):
+        return 0, self.lm.start(False)
+
+    def extensions(self, ctx, vocab: int) -> tuple[np.ndarray, dict]:
+        node, state = ctx
+        row, nxt = np.full(vocab, -np.inf), {}
+        for v, c in self.children[node].items():
+            row[v], nxt[v] = 0.0, (c, state)
+        if self.word[node] is not None:
+            after, score = self.lm.score(state, self.word[node])
+            row[self.space], nxt[self.space] = self.weight * score + self.beta, (0, after)
+        return row, nxt
+
+    def finish(self, ctx, final: bool) -> float:
+        """The terms still due at the end: the last word if the prefix stops inside it (as
+        ctcdecode scores it), </s> when final; -inf for a prefix that ends mid-word."""
+        node, state = ctx
+        total = 0.0
+        if node != 0:
+            if self.word[node] is None:
+                return -math.inf
+            state, score = self.lm.score(state, self.word[node])
+            total += self.weight * score + self.beta
+        if final and self.weight:
+            total += self.weight * self.lm.finish(state)[1]
+        return total
+
+
+class _TokenScorer:
+    """A token-level LM (its words are the labels, the space written `|`): every label scored."""
+
+    def __init__(self, setup: "CTCBeamDecoder"):
+        self.lm, self.blank = setup._lm, setup._blank
+        self.weight = setup._alpha * math.log(10)
+
+    def start(self):
+        return self.lm.start(False)
+
+    def extensions(self, state, vocab: int) -> tuple[np.ndarray, dict]:
+        row, nxt = np.zeros(vocab), {}
+        for v in range(vocab):
+            if v != self.blank:
+                nxt[v], score = self.lm.score(state, v)
+                row[v] = self.weight * score
+        return row, nxt
+
+    def finish(self, state, final: bool) -> float:
+        return self.weight * self.lm.finish(state)[1] if final and self.weight else 0.0
+
+
+class OnlineCTCBeamDecoder:
+    """ctcdecode's OnlineCTCBeamDecoder: same arguments; `decode(probs, states, is_eos_s)` feeds
+    each utterance's next chunk into its `DecoderState` and returns CTCBeamDecoder.decode's
+    4-tuple for the audio so far. Timesteps count frames from the start of each stream.
+
+    The search is `_PrefixSearch` (a prefix beam search, ctcdecode's algorithm), so the result
+    does not depend on how the frames are cut into chunks. With a word LM (or a lexicon) beams
+    spell only its words, as ctcdecode's dictionary does; with a token LM every label is scored.
+    A partial result (is_eos False) includes the LM score of a word the prefix ends in; the
+    final one adds </s> and drops prefixes that end inside a word. cutoff_top_n/cutoff_prob:
+    labels outside them start no new label in that frame. num_processes is ignored (see
+    CTCBeamDecoder). Arguments after log_probs_input are this toolkit's: lexicon, space_label.
+    """
+
+    def __init__(self, labels: Sequence[str], model_path: str | os.PathLike | None = None,
+                 alpha: float = 0, beta: float = 0, cutoff_top_n: int = 40, cutoff_prob: float = 1.0,
+                 beam_width: int = 100, num_processes: int = 4, blank_id: int = 0,
+                 log_probs_input: bool = False, *, lexicon: str | os.PathLike | Iterable[str] | None = None,
+                 space_label: str = " "):
+        # the offline decoder's set-up (labels checked, LM loaded, lexicon spelled) is shared
+        self._setup = CTCBeamDecoder(labels, model_path, alpha, beta, cutoff_top_n, cutoff_prob, beam_width,
+                                     num_processes, blank_id, log_probs_input, backend="flashlight",
+                                     lexicon=lexicon, space_label=space_label)
+
+    def reset_params(self, alpha: float, beta: float) -> None:
+        """New LM weight and word bonus, for the DecoderStates made from now on."""
+        self._setup.reset_params(alpha, beta)
+
+    def _new_search(self) -> _PrefixSearch:
+        s = self._setup
+        scorer = None
+        if s._words is not None:
+            scorer = _WordScorer(s)
+        elif s._has_lm:
+            scorer = _TokenScorer(s)
+        allowed = None
+        if s._cutoff_top_n < len(s._labels) or s._cutoff_prob < 1.0:
+            top_n, mass = s._cutoff_top_n, s._cutoff_prob
+
+            def allowed(x: np.ndarray) -> np.ndarray:
+                order = np.argsort(-x, kind="stable")
+                p = np.exp(x[order])
+                keep = np.zeros(len(x), bool)
+                keep[order[:top_n][(np.cumsum(p) - p)[:top_n] < mass]] = True
+                return keep
+        return _PrefixSearch(len(s._labels), s._beam_width, s._blank, s._space, scorer, allowed)
+
+    def decode(self, probs: torch.Tensor, states: Sequence["DecoderState"], is_eos_s: Sequence[bool],
+               seq_lens: torch.Tensor | None = None):
+        """probs (batch, T, len(labels)): the next chunk of each stream; states[b] its state;
+        is_eos_s[b] True on its last chunk (its state is then finished). Returns (beam_results,
+        beam_scores, timesteps, out_lens) over everything fed so far; the time axis is as long
+        as the chunk or the longest beam, whichever is longer.
+        """
+        s = self._setup
+        probs = torch.as_tensor(probs)
+        if probs.ndim != 3 or probs.shape[2] != len(s._labels):
+            raise ValueError(f"probs must be (batch, time, {len(s._labels)} labels), got shape {tuple(probs.shape)}")
+        batch, frames, _ = probs.shape
+        # ctcdecode's own test suite passes more is_eos_s than states; what matters is one per state
+        if len(states) != batch or len(is_eos_s) < batch:
+            raise ValueError(f"decode needs one DecoderState and one is_eos per utterance of the batch "
+                             f"({batch}), got {len(states)} states and {len(is_eos_s)} is_eos")
+        lens = [frames] * batch if seq_lens is None else torch.as_tensor(seq_lens).tolist()
+        if len(lens) != batch or not all(0 <= n <= frames for n in lens):
+            raise ValueError(f"seq_lens must hold {batch} lengths in [0, {frames}], got {lens}")
+        lp = probs.detach().to("cpu", torch.float64).numpy()
+        if not s._log_probs_input:
+            with np.errstate(divide="ignore"):
+                lp = np.log(lp)
+        decoded = []
+        for b, state in enumerate(states):
+            if not isinstance(state, DecoderState) or state._decoder is not self:
+                raise ValueError(f"states[{b}] is not a DecoderState of this decoder")
+            if state.finished:
+                raise ValueError(f"states[{b}] has seen its last chunk (is_eos True); start a new DecoderState")
+            state._search.advance(lp[b, :lens[b]])
+            state.finished = bool(is_eos_s[b])
+            decoded.append(state._search.results(final=state.finished)[: s._beam_width])
+        width = max([frames] + [len(labels) for beams in decoded for labels, _, _ in beams])
+        return _pack_beams(decoded, s._beam_width, width)
+
+
+class DecoderState:
+    """One stream's search state for an OnlineCTCBeamDecoder (ctcdecode's DecoderState(decoder)):
+    one per utterance, not reused after its last chunk. Its memory stays bounded on an endless
+    stream (see `_PrefixSearch`); `pop_committed` hands over the words every beam agrees on."""
+
+    def __init__(self, decoder: OnlineCTCBeamDecoder):
+        if not isinstance(decoder, OnlineCTCBeamDecoder):
+            raise TypeError(f"DecoderState needs an OnlineCTCBeamDecoder, got {type(decoder).__name__}")
+        self._decoder = decoder
+        self._search = decoder._new_search()
+        self.finished = False
+
+    @property
+    def frames(self) -> int:
+        return self._search.frames
+
+    def pop_committed(self) -> tuple[list[int], list[int]]:
+        """(labels, start frames) of the words all beams share, which no later frame can change;
+        they are forgotten here, so later results start after them (this toolkit's addition,
+        for a caller that prints final words and must not hold the whole stream)."""
+        labels, starts = self._search.committed
+        self._search.committed = ([], [])
+        return labels, starts
+
+    def size(self) -> int:
+        return self._search.size() + len(self._search.committed[0])

@@ -243,6 +243,11 @@ def cmd_transcribe(a) -> int:
     from .pretrained import load_model
     from .transcribe import Transcriber, expand_inputs, format_transcript, relative_names
 
+    if a.stream:
+        from .streaming import run_transcribe_stream
+
+        out = open(a.output, "w", encoding="utf-8") if a.output else sys.stdout
+        return run_transcribe_stream(a, load_model(a.model or "digits", a.device), out)
     paths, errors = expand_inputs(a.inputs)
     for item, msg in errors:
         print(f"asr transcribe: {item}: {msg}", file=sys.stderr)
@@ -360,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None,
                    help="output file (default stdout); for srt/vtt of several inputs a folder, DIR/, one file each")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--stream", action="store_true", help="transcribe one input as it arrives (a unidirectional "
+                   "model): partial and final lines; - reads raw PCM from stdin (with --raw-rate)")
+    p.add_argument("--raw-rate", type=int, default=None, help="with --stream -: stdin is raw 16-bit little-endian "
+                   "mono PCM at this rate (arecord -f S16_LE -r 16000 -c 1)")
+    p.add_argument("--realtime", action="store_true", help="with --stream FILE: feed it at the speed it plays")
+    p.add_argument("--chunk", type=float, default=0.1, help="with --stream: seconds of audio per step")
     p.add_argument("inputs", nargs="+", help="files, folders, globs, a manifest (.jsonl) or - (paths on stdin)")
     p.set_defaults(func=cmd_transcribe)
 

@@ -66,6 +66,9 @@ class ModelConfig:
     subsample: str = "stack"  # none | stack (low frame rate) | conv (DeepSpeech2's 2-D convolutions, 2x)
     stack_frames: int = 3
     conv_channels: int = 32
+    # ctc: deepspeech.pytorch's lookahead convolution after a unidirectional RNN: each output
+    # frame also sees this many future frames (a streaming delay of as many output frames); 0 = none
+    lookahead: int = 0
     # speaker-model fields (ignored by ctc)
     embedding_dim: int = 128
     extra: dict = field(default_factory=dict)  # arch-specific knobs not shared by the others

@@ -71,6 +71,33 @@ class FrameStack(nn.Module):
         return x.reshape(B, (T + pad) // self.time_stride, F * self.time_stride), self.output_lengths(lengths)
 
 
+class Lookahead(nn.Module):
+    """deepspeech.pytorch's lookahead convolution (Wang et al. 2016, "Lookahead convolution layer
+    for unidirectional recurrent neural networks"): feature by feature, a learned mix of the RNN
+    output at each frame and the `context` frames after it, then deepspeech.pytorch's
+    Hardtanh(0, 20). It gives a unidirectional model a little of the future at a fixed delay of
+    `context` output frames (a streaming decoder holds those back).
+
+    Frames past each utterance's end are zeroed before the convolution (the padded CPU RNN path
+    leaves values there), so the last frames of an utterance see zeros whatever its batch.
+    """
+
+    def __init__(self, size: int, context: int):
+        super().__init__()
+        if context < 1:
+            raise ValueError(f"model.lookahead: expected a number of frames >= 1, got {context}")
+        self.context = context
+        self.conv = nn.Conv1d(size, size, kernel_size=context + 1, groups=size, bias=False)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = x * lengths_to_mask(lengths, x.size(1)).to(x.dtype).unsqueeze(-1)
+        return self.forward_frames(nn.functional.pad(x, (0, 0, 0, self.context)))
+
+    def forward_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T + context, F) -> (B, T, F): the outputs whose future is all in `x`."""
+        return nn.functional.hardtanh(self.conv(x.transpose(1, 2)).transpose(1, 2), 0.0, 20.0)
+
+
 class CTCModel(nn.Module):
     arch = "ctc"
 
@@ -91,6 +118,12 @@ class CTCModel(nn.Module):
         if self.conv is not None:
             size = self.conv.output_size
         self.encoder = StackedRNN(size, m.hidden_size, m.num_layers, m.cell, m.bidirectional, m.proj_size, m.dropout)
+        self.lookahead = None
+        if m.lookahead:
+            if m.bidirectional:
+                raise ValueError("model.lookahead: a bidirectional RNN already sees the whole utterance; "
+                                 "the lookahead is for model.bidirectional: false")
+            self.lookahead = Lookahead(self.encoder.output_size, m.lookahead)
         self.dropout = nn.Dropout(m.dropout)
         self.output = nn.Linear(self.encoder.output_size, len(vocab))
         self.ctc = nn.CTCLoss(blank=vocab.blank_id, reduction="none", zero_infinity=True)
@@ -136,6 +169,8 @@ class CTCModel(nn.Module):
         if self.conv is not None:
             x, lens = self.conv(x, lens)
         x = self.encoder(x, lens)
+        if self.lookahead is not None:
+            x = self.lookahead(x, lens)
         logits = self.output(self.dropout(x))
         return logits.float().log_softmax(-1), lens
 
@@ -187,6 +222,17 @@ class CTCModel(nn.Module):
             else:
                 items.append((f"<array {i}>", to_model_rate(a, sample_rate, tr.sr)))
         return tr.transcribe_arrays(items)
+
+    def stream(self, sample_rate: int | None = None, **options):
+        """A stream for live audio: `s = model.stream(); s.feed(samples) ... s.finish()`.
+
+        Needs a unidirectional model without utterance CMN (see asr.streaming.Stream, which
+        takes the options: decoder, lm, beam_width, alpha, beta; sample_rate of the samples fed,
+        the model's by default).
+        """
+        from ..streaming import Stream
+
+        return Stream(self, sample_rate=sample_rate, **options)
 
     @torch.no_grad()
     def evaluate(self, batches) -> dict:

@@ -61,7 +61,16 @@ class RecurrentLayer(nn.Module):
         bwd = reverse_within_lengths(self._direction(reverse_within_lengths(x, lengths), "_reverse"), lengths)
         return torch.cat([fwd, bwd], dim=-1)
 
-    def _direction(self, x: torch.Tensor, suffix: str) -> torch.Tensor:
+    def forward_chunk(self, x: torch.Tensor, state: tuple | None) -> tuple[torch.Tensor, tuple]:
+        """The next (B, T, F) frames of unpadded streams, starting from `state` (None: the start)
+        -> (output, state after them): (h,) for a GRU, (h, c) for an LSTM. Chunk by chunk this
+        is the forward pass over the whole stream; only a unidirectional layer has one."""
+        if self.bidirectional:
+            raise ValueError("a bidirectional layer reads each utterance from its end too: it cannot "
+                             "run chunk by chunk (train with model.bidirectional: false)")
+        return self._direction(x, "", state, with_state=True)
+
+    def _direction(self, x: torch.Tensor, suffix: str, state: tuple | None = None, with_state: bool = False):
         """One direction's weights run as a unidirectional padded pass (oneDNN's fast path)."""
         rnn = self.rnn
         names = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
@@ -69,13 +78,17 @@ class RecurrentLayer(nn.Module):
             names.append("weight_hr_l0")
         params = [getattr(rnn, n + suffix) for n in names]
         B = x.size(0)
-        h0 = x.new_zeros(1, B, rnn.proj_size or rnn.hidden_size)
+        if state is None:
+            state = (x.new_zeros(1, B, rnn.proj_size or rnn.hidden_size),)
+            if self.cell == "lstm":
+                state += (x.new_zeros(1, B, rnn.hidden_size),)
         if self.cell == "lstm":
-            c0 = x.new_zeros(1, B, rnn.hidden_size)
-            out, _, _ = torch.lstm(x, (h0, c0), params, True, 1, 0.0, self.training, False, True)
+            out, h, c = torch.lstm(x, state, params, True, 1, 0.0, self.training, False, True)
+            final = (h, c)
         else:
-            out, _ = torch.gru(x, h0, params, True, 1, 0.0, self.training, False, True)
-        return out
+            out, h = torch.gru(x, state[0], params, True, 1, 0.0, self.training, False, True)
+            final = (h,)
+        return (out, final) if with_state else out
 
 
 class StackedRNN(nn.Module):
@@ -100,3 +113,18 @@ class StackedRNN(nn.Module):
                 x = self.dropout(x)
             x = layer(x, lengths)
         return x
+
+    @property
+    def bidirectional(self) -> bool:
+        return any(layer.bidirectional for layer in self.layers)
+
+    def forward_chunk(self, x: torch.Tensor, states: list | None) -> tuple[torch.Tensor, list]:
+        """`forward` over the next frames of unpadded streams, carrying each layer's state."""
+        states = states or [None] * len(self.layers)
+        new_states = []
+        for i, (layer, state) in enumerate(zip(self.layers, states)):
+            if i:
+                x = self.dropout(x)
+            x, state = layer.forward_chunk(x, state)
+            new_states.append(state)
+        return x, new_states
