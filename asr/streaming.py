@@ -162,7 +162,7 @@ class Stream:
                                              beam_width=beam_width or d.beam_width, blank_id=self.vocab.blank_id,
                                              log_probs_input=True)
             self.state = DecoderState(self.beam)
-            self.rows: dict[int, torch.Tensor] = {}  # posteriors at frames an open label may start on
+            self.rows: dict[int, torch.Tensor] = {}  # log-posteriors at frames an open label may start on
         elif decoder == "greedy":
             self.path: list[int] = []  # greedy labels of the word being spoken
             self.path_lp: list[torch.Tensor] = []
@@ -261,7 +261,7 @@ class Stream:
     def _beam_step(self, lp: torch.Tensor, final: bool) -> tuple[list[Word], str]:
         first = self.out_frames
         for t in range(len(lp)):
-            self.rows[first + t] = lp[t].exp()
+            self.rows[first + t] = lp[t]
         self.out_frames += len(lp)
         results, _, timesteps, lens = self.beam.decode(lp[None], [self.state], [final])
         # the beams begin with the words every one of them shares: those are final, and forgotten
@@ -283,11 +283,10 @@ class Stream:
         if not tokens:
             return []
         base = frames[0]
-        probs = torch.stack([self.rows[t] for t in range(base, self.out_frames)])
+        log_probs = torch.stack([self.rows[t] for t in range(base, self.out_frames)])
         return [Word(w.word, round(w.start + base * self.shift, 3), round(w.end + base * self.shift, 3),
                      w.confidence)
-                for w in words_from_labels(tokens, [t - base for t in frames], probs, self.vocab, self.shift,
-                                           self.out_frames - base)]
+                for w in words_from_labels(tokens, [t - base for t in frames], log_probs, self.vocab, self.shift)]
 
     # -- the API -----------------------------------------------------------------------------------
 
