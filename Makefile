@@ -15,8 +15,7 @@ install: $(STAMP)
 # Debian's espeak-ng (synthetic speech) and chromium (the `asr serve` page). No-ops once installed.
 tools: install
 	PYTHON=$(PY) tools/install_kenlm.sh
-	tools/install_espeak.sh
-	tools/install_chromium.sh
+	tools/install_apt.sh espeak-ng chromium
 
 # The lock is installed as it is (--require-hashes, --no-deps: nothing is resolved again), then the
 # project itself without build isolation, so the build does not fetch a floating setuptools either.

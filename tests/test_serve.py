@@ -407,8 +407,8 @@ def chromium_binary():
     found = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
     if found is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing: `make tools` installs it (tools/install_chromium.sh)")
-        pytest.skip("chromium is not installed (tools/install_chromium.sh installs Debian's package)")
+            pytest.fail("chromium is missing: `make tools` installs it (tools/install_apt.sh chromium)")
+        pytest.skip("chromium is not installed (tools/install_apt.sh chromium installs Debian's package)")
     return found
 
 
