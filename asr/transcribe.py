@@ -8,6 +8,7 @@ clock.  Segments of several files share batches.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import sys
@@ -64,7 +65,8 @@ class Transcriber:
                  alpha: float | None = None, beta: float | None = None, batch_size: int = 8,
                  max_segment: float = 20.0, nbest: int = 1):
         self.model = model.eval()
-        self.device = next(model.parameters()).device
+        # an int8 model (asr.quantize) or an ONNX Runtime one (asr.export) may have buffers only
+        self.device = next(itertools.chain(model.parameters(), model.buffers())).device
         self.sr = model.cfg.features.sample_rate
         self.batch_size = batch_size
         self.max_segment = max_segment
