@@ -45,9 +45,10 @@ from asr.models.rnn import RecurrentLayer  # noqa: E402
 
 CONFIG = ROOT / "conf" / "librispeech" / "ds2_100h.yaml"
 LETTERS = "abcdefghijklmnopqrstuvwxyz '"
-# 1 thread, toolkit loop (exact padded CPU path, fp32), batch_seconds 40: measured on the 2-core
-# development machine beside a training (BENCHMARKS.md, "GPU"). Overridable for another CPU.
-CPU_AUDIO_PER_S = float(os.environ.get("ASR_CPU_AUDIO_PER_S", "0") or 0)
+# `bench/gpu.sh --cpu` on the 2-core development machine (1 thread, 16 s batches, exact padded
+# CPU path, fp32), 2026-12-04 at load ~8 (BENCHMARKS.md, "GPU"): a pessimistic figure, so the
+# GPU/CPU ratio it gives is an upper bound. ASR_CPU_AUDIO_PER_S overrides it.
+CPU_AUDIO_PER_S = float(os.environ.get("ASR_CPU_AUDIO_PER_S", "0.139") or 0)
 
 
 def synthetic_corpus(folder: Path, n: int, sr: int, seed: int = 0) -> list[Utterance]:
