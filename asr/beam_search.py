@@ -340,14 +340,12 @@ def prefix_beam_search(log_probs: np.ndarray, beam_width: int = 100,
 
 def _collapse(frame_labels: Sequence[int], blank_id: int) -> tuple[list[int], list[int]]:
     """CTC's many-to-one map on a frame labelling: (labels, frame where each starts)."""
-    labels, starts = [], []
-    prev = None
-    for t, v in enumerate(frame_labels):
-        if v != blank_id and v != prev:
-            labels.append(v)
-            starts.append(t)
-        prev = v
-    return labels, starts
+    # vectorised: this ran once per beam per utterance, a Python loop over every frame
+    v = np.asarray(frame_labels, dtype=np.int64)
+    keep = v != blank_id
+    keep[1:] &= v[1:] != v[:-1]
+    starts = np.flatnonzero(keep)
+    return v[starts].tolist(), starts.tolist()
 
 
 def _single_spaces(labels: list[int], starts: list[int], space: int) -> tuple[list[int], list[int]]:
@@ -542,11 +540,11 @@ class CTCBeamDecoder:
         hyps = []
         for r in decoder.decode(emissions.ctypes.data, len(emissions), vocab):
             # tokens[0] and tokens[-1] are the silences flashlight puts around the utterance
-            labels, starts = _collapse(list(r.tokens)[1:frames + 1], self._blank)
+            labels, starts = _collapse(r.tokens[1:frames + 1], self._blank)
             n_words = 0
             if self._words is not None:
                 labels, starts = _single_spaces(labels, starts, self._space)
-                n_words = sum(w >= 0 for w in r.words)
+                n_words = int(np.count_nonzero(np.asarray(r.words) >= 0))
             # hypotheses merged by log_add share their LM history, so this leaves the log-sum of
             # their acoustic scores
             acoustic = r.score - lm_weight * r.lmScore - self._beta * n_words
@@ -646,18 +644,19 @@ class CTCBeamDecoder:
 
 def _pack_beams(decoded: list[list[Beam]], beam_width: int, width: int):
     """Beams per utterance -> ctcdecode's (beam_results, beam_scores, timesteps, out_lens)."""
+    # filled as numpy arrays: a torch.tensor per beam cost more than flashlight's search
     batch = len(decoded)
-    beam_results = torch.zeros(batch, beam_width, width, dtype=torch.int32)
-    timesteps = torch.zeros(batch, beam_width, width, dtype=torch.int32)
-    beam_scores = torch.full((batch, beam_width), math.inf, dtype=torch.float32)
-    out_lens = torch.zeros(batch, beam_width, dtype=torch.int32)
+    beam_results = np.zeros((batch, beam_width, width), dtype=np.int32)
+    timesteps = np.zeros((batch, beam_width, width), dtype=np.int32)
+    beam_scores = np.full((batch, beam_width), math.inf, dtype=np.float32)
+    out_lens = np.zeros((batch, beam_width), dtype=np.int32)
     for b, beams in enumerate(decoded):
         for k, (labels, starts, logp) in enumerate(beams):
-            beam_results[b, k, :len(labels)] = torch.tensor(labels, dtype=torch.int32)
-            timesteps[b, k, :len(labels)] = torch.tensor(starts, dtype=torch.int32)
+            beam_results[b, k, :len(labels)] = labels
+            timesteps[b, k, :len(labels)] = starts
             beam_scores[b, k] = -logp
             out_lens[b, k] = len(labels)
-    return beam_results, beam_scores, timesteps, out_lens
+    return tuple(torch.from_numpy(x) for x in (beam_results, beam_scores, timesteps, out_lens))
 
 
 # The emission of a label flashlight must not take. Not -inf: flashlight's log-add of two -inf

@@ -14,6 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+from . import threads
+
+# Before anything imports torch: OpenMP reads its wait policy when it loads (asr/threads.py).
+threads.set_wait_policy()
+
 
 def finite_float(text: str) -> float:
     """argparse type: a number, not nan or inf (an LM weight of nan silently empties transcripts)."""
@@ -51,6 +56,38 @@ def _add_model_args(p):
                      "KenLM ARPA/binary for --decoder beam")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--int8", action="store_true", help="int8 recurrent and linear layers (CPU; asr/quantize.py)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: run the model exported to ONNX (a .onnx file from `asr export`, "
+                        "or a package exported on the fly)")
+    _add_threads_arg(p)
+
+
+def _add_threads_arg(p):
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="intra-op threads (default: the usable cores the load average says are free, "
+                        "or OMP_NUM_THREADS; see README 'Threads')")
+
+
+def _inference_model(a):
+    """The model behind transcribe/decode: torch (float or --int8) or ONNX Runtime."""
+    n = threads.apply(a.threads)
+    if a.backend == "onnxruntime":
+        from .export import onnx_model
+
+        if a.device != "cpu":
+            raise ValueError("--backend onnxruntime runs on the CPU here; drop --device")
+        return onnx_model(a.model or "digits", int8=a.int8, threads=n)
+    from .pretrained import load_model
+
+    model = load_model(a.model or "digits", a.device)
+    if a.int8 and not getattr(model, "quantization", None):
+        from .quantize import quantize_int8
+
+        if a.device != "cpu":
+            raise ValueError("--int8 runs on the CPU only; drop --device")
+        model = quantize_int8(model)
+    return model
 
 
 def cmd_train(a) -> int:
@@ -60,6 +97,7 @@ def cmd_train(a) -> int:
     if os.path.exists(a.exp_dir) and not os.path.isdir(a.exp_dir):
         raise ValueError(f"--exp-dir {a.exp_dir}: is a file, not a folder")
     cfg = load_config(a.config, a.overrides)
+    threads.apply(a.threads)
     best = train(cfg, a.exp_dir, resume=a.resume, max_steps=a.max_steps, device=a.device,
                  info={"recipe": a.recipe} if a.recipe else None)
     print(json.dumps(best))
@@ -98,10 +136,9 @@ def cmd_cmvn(a) -> int:
 def cmd_decode(a) -> int:
     from .datadir import read_data_dir
     from .metrics import score
-    from .pretrained import load_model
     from .transcribe import Transcriber
 
-    model = load_model(a.model or "digits", a.device)
+    model = _inference_model(a)
     tr = Transcriber(model, a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size)
     utts = read_data_dir(a.data)
     if unscored := [u.utt_id for u in utts if u.text is None]:  # scoring them against "" is 3100 % WER
@@ -152,7 +189,7 @@ def cmd_score(a) -> int:
 def cmd_package(a) -> int:
     from .pretrained import load_model, package_lm, package_relative_lm, save_package
 
-    model = load_model(a.model)
+    model = load_model(a.model, quantized=False)
     d = model.cfg.decode
     if d.lm:  # it names its LM relative to itself: keep it found (an absolute or climbing one is refused)
         d.lm = package_relative_lm(package_lm(d.lm, model.package_path), a.output)
@@ -163,8 +200,9 @@ def cmd_package(a) -> int:
             info[k] = json.loads(v)
         except json.JSONDecodeError:
             info[k] = v
-    save_package(model, a.output, info, half=a.half)
-    print(f"package: {a.output}")
+    quantization = "int8-dynamic" if a.int8 else model.package_quantization
+    save_package(model, a.output, info, half=a.half, quantization=quantization)
+    print(f"package: {a.output}" + (f" ({quantization}: loading builds the int8 model)" if quantization else ""))
     return 0
 
 
@@ -191,6 +229,17 @@ def cmd_ensemble(a) -> int:
     print(f"ensemble: {len(members)} members, decoder {d.decoder}"
           + (f" (beam {d.beam_width}, LM {d.lm}, alpha {d.alpha}, beta {d.beta})" if d.decoder == "beam" else "")
           + f" -> {a.output}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .export import export_onnx
+    from .pretrained import load_model
+
+    model = load_model(a.model, quantized=False)
+    export_onnx(model, a.output, int8=a.int8)
+    members = f", {len(model.members)} members in one graph" if model.arch == "ctc-ensemble" else ""
+    print(f"export: {a.model} ({model.arch}{members}{', int8' if a.int8 else ''}) -> {a.output}")
     return 0
 
 
@@ -240,14 +289,13 @@ def cmd_transcribe(a) -> int:
     from tqdm import tqdm
 
     from .checkpoint import atomic_write_bytes
-    from .pretrained import load_model
     from .transcribe import Transcriber, expand_inputs, format_transcript, relative_names
 
     if a.stream:
         from .streaming import run_transcribe_stream
 
         out = open(a.output, "w", encoding="utf-8") if a.output else sys.stdout
-        return run_transcribe_stream(a, load_model(a.model or "digits", a.device), out)
+        return run_transcribe_stream(a, _inference_model(a), out)
     paths, errors = expand_inputs(a.inputs)
     for item, msg in errors:
         print(f"asr transcribe: {item}: {msg}", file=sys.stderr)
@@ -266,7 +314,7 @@ def cmd_transcribe(a) -> int:
         _output_file("-o", target, paths)
     if a.output and not to_folder:
         _output_file("-o", a.output, paths)
-    model = load_model(a.model or "digits", a.device)
+    model = _inference_model(a)
     tr = Transcriber(model, a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size, nbest=a.nbest)
     failed = list(errors)
 
@@ -309,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--recipe", default=None, help="recorded in the model package")
+    _add_threads_arg(p)
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.lr=3e-4")
     p.set_defaults(func=cmd_train)
 
@@ -343,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--info", action="append", default=[], help="key=value (value may be JSON)")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
+    p.add_argument("--int8", action="store_true", help="record int8 dynamic quantization: loading builds the "
+                   "int8 model (CPU) from the stored float weights")
     p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("ensemble", help="combine CTC models with one vocabulary into one package "
@@ -353,6 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "KenLM ARPA/binary (default: the first member's tuned LM)")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
     p.set_defaults(func=cmd_ensemble)
+
+    p = sub.add_parser("export", help="export a CTC model or ensemble to ONNX (frontend included)")
+    p.add_argument("--model", required=True, help="model name, package file, exp dir or URL")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("--int8", action="store_true", help="quantize with ONNX Runtime's dynamic quantizer")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list known pretrained models")
     p.set_defaults(func=cmd_models)

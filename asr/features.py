@@ -20,7 +20,9 @@ from .config import AugmentConfig, FeatureConfig
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
     """(B,) lengths -> (B, T) bool mask, True on valid frames."""
-    T = int(max_len if max_len is not None else lengths.max())
+    # no int() on max_len: it is a traced size when asr.export traces the model, and int() would
+    # bake the example's length into the graph
+    T = max_len if max_len is not None else int(lengths.max())
     return torch.arange(T, device=lengths.device).unsqueeze(0) < lengths.to(torch.long).unsqueeze(1)
 
 

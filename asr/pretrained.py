@@ -72,12 +72,22 @@ def _sealed(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> dict[str,
     return {**meta, "package_sha256": package_sha256(meta, meta["weights_sha256"])}
 
 
-def save_package(model, path: str | Path, info: dict | None = None, half: bool = False) -> Path:
+def save_package(model, path: str | Path, info: dict | None = None, half: bool = False,
+                 quantization: str | None = None) -> Path:
     """Write `model` (any toolkit model) with its config and metadata to one file, atomically.
 
     half: store the parameters in float16 (half the file; loading casts them back to float32).
     Buffers such as the CMVN statistics keep their precision.
+    quantization: "int8-dynamic" records that loading builds the int8 model (asr.quantize) from
+    the float weights stored; `model` itself must be the float one.
     """
+    if quantization is not None:
+        from .quantize import QUANTIZATIONS
+
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization: {quantization!r} is not one of {list(QUANTIZATIONS)}")
+        if getattr(model, "quantization", None):
+            raise ValueError("save_package: pass the float model; the int8 one is rebuilt on load")
     params = {name for name, _ in model.named_parameters()} if half else set()
     tensors = {k: (v.half() if k in params and v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.state_dict().items()}
@@ -89,6 +99,8 @@ def save_package(model, path: str | Path, info: dict | None = None, half: bool =
         "model_meta": json.dumps(model.package_meta(), ensure_ascii=False),
         "info": json.dumps({"date": date.today().isoformat(), **(info or {})}, ensure_ascii=False),
     }
+    if quantization:
+        meta["quantization"] = quantization
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, save(tensors, metadata=_sealed(meta, tensors)))
@@ -165,6 +177,7 @@ class Package:
     model_meta: dict
     info: dict
     tensors: dict
+    quantization: str | None = None  # "int8-dynamic": loading quantizes the float weights
 
 
 def _verify(path: Path, meta: dict, tensors: dict, version: int, file_sha256: str | None,
@@ -218,7 +231,8 @@ def read_package(path: str | Path, *, file_sha256: str | None = None, allow_unve
         # The CMVN statistics are weights of the package; the path they were read from at training
         # time means nothing on another machine.
         cfg.features.cmvn = None
-        return Package(path, meta["arch"], cfg, json.loads(meta["model_meta"]), json.loads(meta.get("info", "{}")), tensors)
+        return Package(path, meta["arch"], cfg, json.loads(meta["model_meta"]), json.loads(meta.get("info", "{}")), tensors,
+                       meta.get("quantization"))
     except (KeyError, json.JSONDecodeError, ValueError) as e:
         raise PackageError(f"{path}: incomplete package header ({e})") from None
 
@@ -250,7 +264,9 @@ def _check_declared_sizes(pkg: Package) -> None:
 
 
 def load_package(path: str | Path, device: str | torch.device = "cpu", *, file_sha256: str | None = None,
-                 allow_unverified: bool = False):
+                 allow_unverified: bool = False, quantized: bool = True):
+    """The model of a package, in eval mode; quantized=False: the float model even if the package
+    records int8 (to re-package it)."""
     from .models import model_class
 
     pkg = read_package(path, file_sha256=file_sha256, allow_unverified=allow_unverified)
@@ -272,6 +288,16 @@ def load_package(path: str | Path, device: str | torch.device = "cpu", *, file_s
     model.info = pkg.info
     model.package_path = pkg.path
     model.package_half = any(t.dtype == torch.float16 for t in pkg.tensors.values())  # stored by --half
+    model.package_quantization = pkg.quantization
+    if pkg.quantization and quantized:
+        from .quantize import QUANTIZATIONS, quantize_int8
+
+        if pkg.quantization not in QUANTIZATIONS:
+            raise PackageError(f"{path}: quantization {pkg.quantization!r} is unknown to this asr "
+                               f"(known: {list(QUANTIZATIONS)}); upgrade asr")
+        if torch.device(device).type != "cpu":
+            raise PackageError(f"{path}: an int8 package runs on CPU only, not on {device}")
+        return quantize_int8(model.eval())
     return model.to(device).eval()
 
 
@@ -378,11 +404,13 @@ DEFAULT_MODEL = "digits"
 
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu", *,
-               allow_unverified: bool = False):
+               allow_unverified: bool = False, quantized: bool = True):
     """A ready model from a registry name, a package file, an experiment dir or a URL. A package
-    without a checksum is refused unless `allow_unverified` (a file you made and trust)."""
+    without a checksum is refused unless `allow_unverified` (a file you made and trust);
+    quantized=False gives the float model of an int8 package."""
     path, file_sha256 = _resolve(name_or_path)
-    return load_package(path, device, file_sha256=file_sha256, allow_unverified=allow_unverified)
+    return load_package(path, device, file_sha256=file_sha256, allow_unverified=allow_unverified,
+                        quantized=quantized)
 
 
 def ship(package: str | Path, name: str, data: str = "", result: str = "") -> Path:

@@ -8,6 +8,7 @@ clock.  Segments of several files share batches.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import math
 import os
@@ -117,7 +118,8 @@ class Transcriber:
         if not max_segment > 0:
             raise ValueError(f"max_segment: must be > 0 seconds, got {max_segment}")
         self.model = model.eval()
-        self.device = next(model.parameters()).device
+        # an int8 model (asr.quantize) or an ONNX Runtime one (asr.export) may have buffers only
+        self.device = next(itertools.chain(model.parameters(), model.buffers())).device
         self.sr = model.cfg.features.sample_rate
         self.batch_size = batch_size
         self.max_segment = max_segment

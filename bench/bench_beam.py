@@ -6,7 +6,9 @@ same log-probabilities, the same KenLM model, the same alpha/beta and beam width
         [--synthetic]
 
 --synthetic replaces the model's posteriors by ones made from the references (peaked, with
-confusions between letters), for a run without a trained model.
+confusions between letters), for a run without a trained model; with --text FILE (one sentence a
+line, e.g. an LM's training text) neither --model nor --data is needed: the labels are the text's
+characters and the first --utts lines are the references.
 
 pyctcdecode pins numpy<2, which this project's environment does not satisfy, so it runs in a venv
 of its own (created on first use at --bench-venv, `pip install pyctcdecode kenlm`) and gets the
@@ -134,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="model package or exp dir (posteriors of --data)")
     ap.add_argument("--data", help="data dir with references")
     ap.add_argument("--synthetic", action="store_true", help="posteriors made from the references instead")
+    ap.add_argument("--text", help="with --synthetic: references from this text file, labels from its characters")
+    ap.add_argument("--utts", type=int, default=200, help="with --text: how many lines")
     ap.add_argument("--lm", required=True, help="word-level KenLM ARPA file")
     ap.add_argument("--tuned", help="best.json from asr tune: alpha, beta and beam width from there "
                     "(default: MODEL/tune/best.json when it exists)")
@@ -143,9 +147,11 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-venv", type=Path, default=Path(tempfile.gettempdir()) / "bench-venv")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    if not a.data or not a.model:
+    if a.text:
+        a.synthetic = True
+    elif not a.data or not a.model:
         ap.error("--model and --data are needed (with --synthetic, the model gives only the labels)")
-    if a.tuned is None and (Path(a.model) / "tune" / "best.json").exists():
+    if a.tuned is None and a.model and (Path(a.model) / "tune" / "best.json").exists():
         a.tuned = Path(a.model) / "tune" / "best.json"
     if a.tuned:
         best = json.loads(Path(a.tuned).read_text())
@@ -154,13 +160,20 @@ def main(argv=None) -> int:
     a.beam_width = a.beam_width or 32
     from asr.pretrained import load_model
 
-    model = load_model(a.model)
-    if a.synthetic:
+    if a.text:
+        from asr.text import Vocabulary
+
+        refs = [" ".join(line.split()) for line in open(a.text, encoding="utf-8") if line.strip()][: a.utts]
+        post = synthetic_posteriors(refs, list(Vocabulary.from_texts(refs).tokens))
+        source = f"synthetic posteriors from the first {len(refs)} lines of {a.text}"
+    elif a.synthetic:
+        model = load_model(a.model)
         from asr.datadir import read_data_dir
 
         post = synthetic_posteriors([u.text for u in read_data_dir(a.data)], list(model.vocab.tokens))
         source = f"synthetic posteriors from {a.data} references"
     else:
+        model = load_model(a.model)
         post = compute_posteriors(model, a.data)
         source = f"{a.model} on {a.data}"
     python = ensure_venv(a.bench_venv)
