@@ -229,11 +229,12 @@ def onnx_model(model_or_path, int8: bool = False, threads: int | None = None, ca
         return OnnxCTCModel(model_or_path, threads)
     from .pretrained import load_model
 
-    from .pretrained import package_lm
-
     model = load_model(model_or_path, quantized=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx = OnnxCTCModel(export_onnx(model, Path(cache_dir or tmp) / "model.onnx", int8), threads)
-    if model.cfg.decode.lm:  # the temporary file's folder is gone: name the LM where it is
-        onnx.cfg.decode.lm = os.path.abspath(package_lm(model.cfg.decode.lm, model.package_path))
+    if cache_dir is not None:
+        return OnnxCTCModel(export_onnx(model, Path(cache_dir) / "model.onnx", int8), threads)
+    # The package's LM is linked beside the exported file (as a package keeps it), so the folder
+    # lives as long as the model that reads from it.
+    tmp = tempfile.TemporaryDirectory(prefix="asr-onnx-")
+    onnx = OnnxCTCModel(export_onnx(model, Path(tmp.name) / "model.onnx", int8), threads)
+    onnx.__dict__["_export_dir"] = tmp
     return onnx
