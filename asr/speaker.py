@@ -38,7 +38,7 @@ import torch
 
 from .audio import AudioError, load_audio
 
-DEFAULT_MODEL = "digits-speaker"
+DEFAULT_MODEL = "speaker"  # 204 real voices, 16 kHz; digits-speaker stays for FSDD (recipes/speaker_digits)
 # Used when the model package records no threshold of its own (`info.threshold`, set by a recipe
 # to the EER threshold it measured).
 DEFAULT_THRESHOLD = 0.5

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--model", default="digits", help="default transcription model (name, package or exp dir)")
     p.add_argument("--tts-model", default="digits-tts", help="default speech model")
-    p.add_argument("--speaker-model", default="digits-speaker", help="model of the speaker endpoints")
+    p.add_argument("--speaker-model", default="speaker", help="model of the speaker endpoints")
     p.add_argument("--speaker-db", default=None, help="enrollment database (default $ASR_HOME/speakers.json)")
     p.add_argument("--api-key", default=os.environ.get("ASR_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 (default: $ASR_API_KEY; the variable "

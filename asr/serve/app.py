@@ -68,7 +68,7 @@ PCM_RATE = 24000
 class ServeConfig:
     model: str = "digits"  # the defaults of each task, when a request names no model
     tts_model: str = "digits-tts"
-    speaker_model: str = "digits-speaker"
+    speaker_model: str = "speaker"
     speaker_db: str | None = None  # None: $ASR_HOME/speakers.json
     api_key: str | None = None
     workers: int = 2
