@@ -278,7 +278,7 @@ def test_speaker_endpoints_agree_with_the_library(server, tmp_path):
     status, _, listed = request(server, "GET", "/v1/speakers")
     assert {s["name"]: s["count"] for s in listed["data"]} == {"george": 3, "jackson": 3}
 
-    model = load_model("digits-speaker")
+    model = load_model("speaker")  # the server's default speaker model
     db = tmp_path / "db.json"
     for name, clips in enrolled.items():
         spk.enroll(model, name, [FSDD / c for c in clips], db)

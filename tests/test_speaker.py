@@ -388,7 +388,7 @@ def test_cli_hook_for_asr_cli(tmp_path, tiny, wavs, monkeypatch):
     assert a.func(a) == 0
     assert (tmp_path / "home" / "speakers.json").exists()  # the default database
     a = ap.parse_args(["speaker", "identify", wavs["lo"][1]])
-    assert a.model == "digits-speaker" and a.threshold is None
+    assert a.model == "speaker" and a.threshold is None
 
 
 def test_evaluate_enrolls_new_speakers_from_test_and_writes_reports(tmp_path, tiny, wavs):
