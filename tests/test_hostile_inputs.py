@@ -302,17 +302,20 @@ def test_item4_url_models_cache_by_url_and_verify_before_caching(tmp_path, monke
 # -- 12. speaker DB: locked read-modify-write, enough speech, no clip twice, clean names --------
 
 def _enroll_in_child(model, name, files, db, barrier):
-    from asr.speaker import enroll
-
-    barrier.wait()  # both processes read the database at the same moment
-    enroll(model, name, files, db)
-
-
-def test_item12_speaker_db_concurrent_enrolls_speech_and_duplicates(tmp_path, monkeypatch):
-    import multiprocessing
     import time
 
     from asr import speaker
+
+    # Widen the window between reading and writing the database, as a slow embedding does.
+    real_embed = speaker.embed_arrays
+    speaker.embed_arrays = lambda *a, **k: (time.sleep(0.3), real_embed(*a, **k))[1]
+    barrier.wait()  # the processes read the database at the same moment
+    speaker.enroll(model, name, files, db)
+
+
+def test_item12_speaker_db_concurrent_enrolls_speech_and_duplicates(tmp_path):
+    import multiprocessing
+
     from asr.models.speaker import SpeakerModel
     from asr.speaker import SpeakerDB, SpeakerDBError, enroll
 
@@ -324,10 +327,9 @@ def test_item12_speaker_db_concurrent_enrolls_speech_and_duplicates(tmp_path, mo
     for k, f0 in enumerate((110.0, 220.0, 330.0, 440.0)):
         files[f0] = str(tmp_path / f"v{k}.wav")
         save_audio(files[f0], voice(f0, 1.2, k), SR)
-    # Widen the window between reading and writing the database, as a slow embedding does.
-    real_embed = speaker.embed_arrays
-    monkeypatch.setattr(speaker, "embed_arrays", lambda *a, **k: (time.sleep(0.3), real_embed(*a, **k))[1])
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a child forked from a parent whose OpenMP pool has run (torch with 2 threads,
+    # as under CI) hangs in its first parallel region
+    ctx = multiprocessing.get_context("spawn")
     for trial in range(3):
         db = tmp_path / f"db{trial}.json"
         barrier = ctx.Barrier(3)
@@ -339,7 +341,6 @@ def test_item12_speaker_db_concurrent_enrolls_speech_and_duplicates(tmp_path, mo
             p.join(120)
         assert [p.exitcode for p in procs] == [0, 0, 0]
         assert sorted(SpeakerDB.load(db).speakers) == ["spk0", "spk1", "spk2"], f"trial {trial}: a speaker was lost"
-    monkeypatch.setattr(speaker, "embed_arrays", real_embed)
 
     db = tmp_path / "db.json"
     # silence, a 10 ms clip and a single short word are not a voice print
