@@ -221,6 +221,9 @@ def test_openai_client_gets_word_times_and_subtitles(server, offline, tmp_path):
             assert client.audio.transcriptions.create(model="digits", file=f, response_format=fmt) == out.read_text()
 
 
+SAME_AUDIO = 5e-3
+
+
 def test_openai_client_synthesizes_as_the_library_does(server, offline):
     from asr.synthesize import load_tts, synthesize
 
@@ -229,7 +232,10 @@ def test_openai_client_synthesizes_as_the_library_does(server, offline):
     served, sr = sf.read(io.BytesIO(wav), dtype="float32")
     own = synthesize(load_tts("digits-tts"), "42", "jackson")
     assert sr == own.sample_rate and len(served) == len(own.wav)
-    assert np.abs(served - np.clip(own.wav, -1, 1)).max() <= 1.5 / 32768  # the same audio, 16-bit
+    # the same seeded audio: equal to the 16-bit sample when both sides run torch on the same number of
+    # threads, within float noise when not (Griffin-Lim's 32 iterations carry a reduction order's last
+    # bits up to about 1e-3); another seed's prenet dropout gives 0.46 (and another length)
+    assert np.abs(served - np.clip(own.wav, -1, 1)).max() <= SAME_AUDIO
     # and what it says, heard by the server's own transcription
     assert client.audio.transcriptions.create(model="digits", file=("42.wav", wav)).text == "four two"
     # at once on both workers, each still gets its own text's seeded audio
@@ -247,7 +253,7 @@ def test_openai_client_synthesizes_as_the_library_does(server, offline):
     for t in threads:
         t.join(120)
     for i, t in enumerate(texts):
-        assert got[i].shape == own_audio[t].shape and np.abs(got[i] - own_audio[t]).max() <= 1.5 / 32768, t
+        assert got[i].shape == own_audio[t].shape and np.abs(got[i] - own_audio[t]).max() <= SAME_AUDIO, t
     # OpenAI's default format is mp3
     mp3 = client.audio.speech.create(model="digits-tts", voice="jackson", input="42").content
     decoded, mp3_sr = sf.read(io.BytesIO(mp3))
