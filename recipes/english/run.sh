@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
-# english: one stacked BiLSTM-CTC model over all the real English speech here, pooled: CMU AN4
-# (74 speakers less the dev ones), speechocean762 (Mandarin-L1 children and adults, 115 speakers
-# less 10 for dev) and FSDD's five voices (8 kHz digits, resampled to 16 kHz). Tested on AN4's and
-# speechocean762's test speakers (never heard in training) and FSDD's test takes. Dev = whole
+# english: one stacked BiLSTM-CTC model over the real English sentences here, pooled: CMU AN4
+# (74 speakers less the dev ones) and speechocean762 (Mandarin-L1 children and adults, 115 speakers
+# less 10 for dev). Tested on AN4's and speechocean762's test speakers (never heard in training) and,
+# as a model that has never heard FSDD, on FSDD's test takes (8 kHz, resampled to 16 kHz). Dev = whole
 # training speakers of AN4 and speechocean762: checkpoints, LM weights and beams are chosen on it.
-#   ./run.sh [--stage N] [--stop-stage N] [--config conf/train.yaml] [--ft-config conf/train_ft.yaml]
-#            [--exp exp/train_ft] [--force true]
+#   ./run.sh [--stage N] [--stop-stage N] [--config conf/train.yaml] [--exp exp/train] [--force true]
 #            [--an4-dir DIR] [--so762-dir DIR] [--fsdd-dir DIR]   (default: found in ../shared/data)
 #            [--ship true]  (maintainers: copy the tuned package into asr/pretrained as `english`)
-# Stages: 0 prepare, 1 CMVN, 2 train (phase 1: --config into exp/train; phase 2: --ft-config, which
-#         starts from phase 1's model, into --exp), 3 greedy decode + score, 4 LMs (word 3-gram and char 7-gram from
+# Stages: 0 prepare, 1 CMVN, 2 train, 3 greedy decode + score, 4 LMs (word 3-gram and char 7-gram from
 #         the training transcripts), 5 tune each LM on dev, 6 decode the test sets with the tuned
 #         package, 7 scores by age group (speechocean762) and RESULTS.part.md
 set -euo pipefail
@@ -19,8 +17,7 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=7
 config=conf/train.yaml
-ft_config=conf/train_ft.yaml
-exp=exp/train_ft
+exp=exp/train
 an4_dir=
 so762_dir=
 fsdd_dir=
@@ -52,15 +49,13 @@ fi
 
 if stage 1 cmvn; then
   python -m asr cmvn --config "$config" -o exp/cmvn.json --max-utts 1500 \
-    data/an4/train data/so762/train data/fsdd/train data/fsdd/train_conn
+    data/an4/train data/so762/train
   done_stage 1 cmvn
 fi
 
 if stage 2 train; then
   start=$SECONDS
-  python -m asr train --config "$config" --exp-dir exp/train --resume --recipe recipes/english \
-    features.cmvn=exp/cmvn.json $train_args
-  python -m asr train --config "$ft_config" --exp-dir "$exp" --resume --recipe recipes/english \
+  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/english \
     features.cmvn=exp/cmvn.json $train_args
   echo $((SECONDS - start)) > "$exp/train_seconds"
   done_stage 2 train
@@ -77,7 +72,7 @@ lmdir=exp/lm
 if stage 4 lm; then
   [ -x ../../tools/bin/lmplz ] || ../../tools/install_kenlm.sh
   mkdir -p $lmdir
-  cut -s -d' ' -f2- data/an4/train/text data/so762/train/text data/fsdd/train/text > $lmdir/train_text.txt
+  cut -s -d' ' -f2- data/an4/train/text data/so762/train/text > $lmdir/train_text.txt
   # words: only the training vocabulary can be output (lexicon-constrained search)
   python -m asr.lm train --order "$word_order" $lmdir/train_text.txt $lmdir/word${word_order}.arpa
   # characters, the space written `|`: any word can be spelled (speechocean762's test sentences
@@ -141,9 +136,9 @@ fi
 
 if [ "$ship" = true ]; then
   python -m asr package --model "$exp/tune" -o "$exp/english.safetensors" --half --info recipe=recipes/english \
-    --info data="AN4 + speechocean762 + FSDD train speakers (4.3 h, about 270 speakers)" \
+    --info data="AN4 + speechocean762 train speakers (3.25 h, about 190 speakers)" \
     --info "result=AN4 test $(head -1 "$exp/decode_an4_test_lm/wer" | cut -d' ' -f2) % WER, speechocean762 test $(head -1 "$exp/decode_so762_test_lm/wer" | cut -d' ' -f2) % WER"
   python -m asr.pretrained ship "$exp/english.safetensors" english \
-    --data "AN4 + speechocean762 + FSDD training speakers, 16 kHz" \
+    --data "AN4 + speechocean762 training speakers, 16 kHz" \
     --result "AN4 test $(head -1 "$exp/decode_an4_test_lm/wer" | cut -d' ' -f2) % WER, speechocean762 test $(head -1 "$exp/decode_so762_test_lm/wer" | cut -d' ' -f2) % WER"
 fi
