@@ -78,9 +78,10 @@ def _inference_model(a):
         if a.device != "cpu":
             raise ValueError("--backend onnxruntime runs on the CPU here; drop --device")
         return onnx_model(a.model or "digits", int8=a.int8, threads=n)
+    from .models import RECOGNIZERS
     from .pretrained import load_model
 
-    model = load_model(a.model or "digits", a.device)
+    model = load_model(a.model or "digits", a.device, arch=RECOGNIZERS)
     if a.int8 and not getattr(model, "quantization", None):
         from .quantize import quantize_int8
 
@@ -212,7 +213,7 @@ def cmd_ensemble(a) -> int:
     from .models.ensemble import CTCEnsemble
     from .pretrained import load_model, package_lm, package_relative_lm, save_package
 
-    members = [load_model(m) for m in a.models]
+    members = [load_model(m, arch="ctc") for m in a.models]
     ensemble = CTCEnsemble(members, copy.deepcopy(members[0].cfg), names=a.models)
     d = ensemble.cfg.decode
     if a.lm is None and d.lm:  # the first member's (tuned) LM, wherever the ensemble is written
@@ -233,10 +234,10 @@ def cmd_ensemble(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from .export import export_onnx
+    from .export import EXPORTABLE_ARCHS, export_onnx
     from .pretrained import load_model
 
-    model = load_model(a.model, quantized=False)
+    model = load_model(a.model, quantized=False, arch=EXPORTABLE_ARCHS)
     export_onnx(model, a.output, int8=a.int8)
     members = f", {len(model.members)} members in one graph" if model.arch == "ctc-ensemble" else ""
     print(f"export: {a.model} ({model.arch}{members}{', int8' if a.int8 else ''}) -> {a.output}")

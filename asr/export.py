@@ -229,7 +229,7 @@ def onnx_model(model_or_path, int8: bool = False, threads: int | None = None, ca
         return OnnxCTCModel(model_or_path, threads)
     from .pretrained import load_model
 
-    model = load_model(model_or_path, quantized=False)
+    model = load_model(model_or_path, quantized=False, arch=EXPORTABLE_ARCHS)
     if cache_dir is not None:
         return OnnxCTCModel(export_onnx(model, Path(cache_dir) / "model.onnx", int8), threads)
     # The package's LM is linked beside the exported file (as a package keeps it), so the folder

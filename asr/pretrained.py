@@ -404,11 +404,20 @@ DEFAULT_MODEL = "digits"
 
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu", *,
-               allow_unverified: bool = False, quantized: bool = True):
-    """A ready model from a registry name, a package file, an experiment dir or a URL. A package
-    without a checksum is refused unless `allow_unverified` (a file you made and trust);
-    quantized=False gives the float model of an int8 package."""
+               arch: str | tuple[str, ...] | None = None, allow_unverified: bool = False, quantized: bool = True):
+    """A ready model from a registry name, a package file, an experiment dir or a URL. `arch`: the
+    kind(s) of model the caller can use (asr.models.RECOGNIZERS, "speaker", "tts"); another kind is
+    refused from its header, before its weights are read. A package without a checksum is refused
+    unless `allow_unverified` (a file you made and trust); quantized=False gives the float model of
+    an int8 package."""
+    from .models import check_arch
+
     path, file_sha256 = _resolve(name_or_path)
+    if arch is not None:
+        try:
+            check_arch(read_header(path).get("arch", "?"), arch, str(name_or_path))
+        except ValueError as e:
+            raise PackageError(str(e)) from None
     return load_package(path, device, file_sha256=file_sha256, allow_unverified=allow_unverified,
                         quantized=quantized)
 

@@ -606,10 +606,7 @@ def evaluate(model, enroll_dirs: list[str], test_dirs: list[str], out_dir: str |
 def _load(a):
     from .pretrained import load_model
 
-    model = load_model(a.model, a.device)
-    if getattr(model, "arch", None) != "speaker":
-        raise ValueError(f"{a.model}: a {model.arch} model, not a speaker model")
-    return model
+    return load_model(a.model, a.device, arch="speaker")
 
 
 def _inputs(files: list[str], failed: list, cmd: str) -> list[str]:

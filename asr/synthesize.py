@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .models import check_arch
+
 DEFAULT_TTS_MODEL = "digits-tts"
 # Decoder steps a character takes to say: digits-tts spends 3.4 ("seven" x 10, 59
 # characters, 198 steps). A text that needs more than --max-steps would be cut off after minutes of
@@ -49,15 +51,11 @@ class Synthesis:
 def load_tts(model=DEFAULT_TTS_MODEL, device: str | torch.device = "cpu"):
     """A TTS model object, or a registry name / package / exp dir loaded as one."""
     if isinstance(model, torch.nn.Module):
-        if getattr(model, "arch", None) != "tts":
-            raise ValueError(f"a {getattr(model, 'arch', type(model).__name__)} model, not a tts model")
+        check_arch(getattr(model, "arch", type(model).__name__), "tts", str(getattr(model, "package_path", "model")))
         return model.eval()
     from .pretrained import load_model
 
-    m = load_model(model, device)
-    if m.arch != "tts":
-        raise ValueError(f"{model}: a {m.arch} model, not a tts model (see `asr models`)")
-    return m
+    return load_model(model, device, arch="tts")
 
 
 def _vocoder(model, name: str, options: dict | None):

@@ -21,6 +21,7 @@ import torch
 
 from .audio import AudioError, load_audio
 from .decode import Hypothesis, Word, greedy_decode, proposals, rank_proposals, widen, words_from_labels
+from .models import RECOGNIZERS, check_arch
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
 
@@ -105,10 +106,8 @@ class Transcriber:
     def __init__(self, model, decoder: str | None = None, lm: str | None = None, beam_width: int | None = None,
                  alpha: float | None = None, beta: float | None = None, batch_size: int = 8,
                  max_segment: float = 20.0, nbest: int = 1, vad: bool = True):
-        arch = getattr(model, "arch", type(model).__name__)
-        if arch not in ("ctc", "ctc-ensemble"):
-            raise ValueError(f"{getattr(model, 'package_path', None) or 'model'}: a {arch} model, not a speech "
-                             "recognition (ctc) model; see `asr models`")
+        check_arch(getattr(model, "arch", type(model).__name__), RECOGNIZERS,
+                   str(getattr(model, "package_path", None) or "model"))
         for name, value in (("alpha", alpha), ("beta", beta)):
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name}: {value} is not a finite number")

@@ -249,6 +249,7 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
          out_dir: str | os.PathLike, alphas: Sequence[float], betas: Sequence[float], beams: Sequence[int], *,
          lexicon: str | os.PathLike | None = None, batch_size: int = 16, device: str = "cpu") -> dict:
     """The whole `asr tune`: dump (or reuse) dev log-probs, grid search, write results and package."""
+    from .models import RECOGNIZERS
     from .pretrained import load_model, resolve
 
     out = Path(out_dir)
@@ -256,7 +257,7 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
     if lm is not None and not os.path.isfile(lm):
         raise FileNotFoundError(f"--lm {lm}: no such file")
     package = resolve(model)
-    acoustic = load_model(package, device)
+    acoustic = load_model(package, device, arch=RECOGNIZERS)
     members = list(getattr(acoustic, "members", None) or [acoustic])  # an ensemble: each member's
     posts = []
     for i, member in enumerate(members):
