@@ -125,6 +125,18 @@ def package_lm(lm: str | None, package_path: str | os.PathLike | None) -> str | 
     return os.path.join(os.path.dirname(package_path), lm)
 
 
+def resolve_package_lm(lm: str | None, package_path: str | os.PathLike) -> "PackageLM | None":
+    """A loaded package's decode.lm, resolved once (asr.models.checks.PackageLM)."""
+    from .models.checks import PackageLM
+
+    if not lm:
+        return None
+    try:
+        return PackageLM(lm, package_lm(lm, package_path))
+    except PackageError as e:
+        return PackageLM(lm, refused=e)
+
+
 def package_relative_lm(lm: str | os.PathLike | None, package_path: str | os.PathLike) -> str | None:
     """An LM as a package records it: a file in the package's folder, named relative to it (so both
     move together and package_lm accepts it). An LM elsewhere is linked (or copied) beside the
@@ -287,6 +299,7 @@ def load_package(path: str | Path, device: str | torch.device = "cpu", *, file_s
     model.load_state_dict(pkg.tensors, strict=False)
     model.info = pkg.info
     model.package_path = pkg.path
+    model.package_lm = resolve_package_lm(pkg.cfg.decode.lm, pkg.path)
     model.package_half = any(t.dtype == torch.float16 for t in pkg.tensors.values())  # stored by --half
     model.package_quantization = pkg.quantization
     if pkg.quantization and quantized:
@@ -449,16 +462,3 @@ def ship(package: str | Path, name: str, data: str = "", result: str = "") -> Pa
                  "sha256": sha256_file(dest), "size_mb": round(dest.stat().st_size / 2**20, 1)}
     atomic_write_bytes(REGISTRY_FILE, (json.dumps(reg, indent=2, sort_keys=True) + "\n").encode())
     return dest
-
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Ship a package as an embedded model (maintainers).")
-    ap.add_argument("command", choices=["ship"])
-    ap.add_argument("package")
-    ap.add_argument("name")
-    ap.add_argument("--data", default="")
-    ap.add_argument("--result", default="")
-    a = ap.parse_args()
-    print(ship(a.package, a.name, a.data, a.result))

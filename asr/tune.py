@@ -240,7 +240,7 @@ def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLi
     d.decoder, d.beam_width = "beam", int(best["beam_width"])
     d.alpha, d.beta = float(best["alpha"]), float(best["beta"])
     d.lm = package_relative_lm(lm, out_path)
-    info = dict(getattr(model, "info", {}) or {})
+    info = dict(model.info)
     info["tuned"] = {k: best[k] for k in ("alpha", "beta", "beam_width", "wer", "data", "lm", "greedy_wer")}
     return save_package(model, out_path, info, half=model.package_half)
 
@@ -258,7 +258,7 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
         raise FileNotFoundError(f"--lm {lm}: no such file")
     package = resolve(model)
     acoustic = load_model(package, device, arch=RECOGNIZERS)
-    members = list(getattr(acoustic, "members", None) or [acoustic])  # an ensemble: each member's
+    members = acoustic.ctc_members()  # an ensemble: each member's own posteriors
     posts = []
     for i, member in enumerate(members):
         dump = out / (DUMP_FILE if len(members) == 1 else DUMP_FILE.replace(".npz", f".member{i}.npz"))
@@ -318,18 +318,3 @@ def run(a: argparse.Namespace) -> int:
     print(f"best: alpha={best['alpha']} beta={best['beta']} beam_width={best['beam_width']} "
           f"WER {best['wer']:.2f} (greedy {best['greedy_wer']:.2f}) -> {Path(a.out_dir, 'model.safetensors')}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m asr.tune", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    a = p.parse_args(argv)
-    try:
-        return run(a)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"asr tune: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

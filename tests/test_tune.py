@@ -13,8 +13,8 @@ from asr.pretrained import load_model, read_package, save_package
 from asr.text import Vocabulary
 from asr.transcribe import Transcriber
 from asr.decode import greedy_decode
-from asr.tune import (DUMP_FILE, Posteriors, TuneError, compute_posteriors, greedy_texts, grid_search,
-                      main as tune_main, tune)
+from asr import cli
+from asr.tune import DUMP_FILE, Posteriors, TuneError, compute_posteriors, greedy_texts, grid_search, tune
 from data_prep import espeak
 from tests.helpers import write_arpa
 
@@ -86,6 +86,10 @@ def test_tune_reads_a_word_unit_model_as_decode_does(tmp_path):
     assert greedy_texts(post) == [decoded] == ["yes no"]
     post.save(tmp_path / "p.npz")  # the dump keeps the unit, so a reused dump decodes the same
     assert greedy_texts(Posteriors.load(tmp_path / "p.npz")) == ["yes no"]
+
+
+def tune_main(argv: list[str]) -> int:
+    return cli.main(["tune", *argv])
 
 
 @pytest.fixture
