@@ -1,7 +1,8 @@
-"""`asr` command line: train | cmvn | decode | tune | score | package | ensemble | transcribe | models |
-speaker | synthesize | serve.
+"""`asr` command line: train | cmvn | decode | tune | score | package | ensemble | export | models |
+transcribe | speaker | synthesize | tts | serve | datadir | lm | shards | ship.
 
-Every recipe stage is one of these commands, so a user can run any stage alone.
+The one front door: every recipe stage is one of these commands, so a user can run any stage
+alone, and no library module has a command line of its own.
 `python -m asr ...` is the same CLI, which is what lets `torchrun -m asr train ...` run DDP.
 """
 from __future__ import annotations
@@ -78,9 +79,10 @@ def _inference_model(a):
         if a.device != "cpu":
             raise ValueError("--backend onnxruntime runs on the CPU here; drop --device")
         return onnx_model(a.model or "digits", int8=a.int8, threads=n)
+    from .models import RECOGNIZERS
     from .pretrained import load_model
 
-    model = load_model(a.model or "digits", a.device)
+    model = load_model(a.model or "digits", a.device, arch=RECOGNIZERS)
     if a.int8 and not getattr(model, "quantization", None):
         from .quantize import quantize_int8
 
@@ -178,22 +180,25 @@ def cmd_tune(a) -> int:
 
 
 def cmd_score(a) -> int:
+    import tempfile
+
     from .datadir import read_text_file
     from .metrics import score
 
-    stats = score(read_text_file(a.ref), read_text_file(a.hyp), a.out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = score(read_text_file(a.ref), read_text_file(a.hyp), a.out_dir or tmp)
     print(stats.kaldi_line())
     return 0
 
 
 def cmd_package(a) -> int:
-    from .pretrained import load_model, package_lm, package_relative_lm, save_package
+    from .pretrained import load_model, package_relative_lm, save_package
 
     model = load_model(a.model, quantized=False)
     d = model.cfg.decode
-    if d.lm:  # it names its LM relative to itself: keep it found (an absolute or climbing one is refused)
-        d.lm = package_relative_lm(package_lm(d.lm, model.package_path), a.output)
-    info = dict(getattr(model, "info", {}) or {})
+    if model.package_lm:  # keep its LM found from where the new package is (a refused one stays refused)
+        d.lm = package_relative_lm(model.package_lm.file(), a.output)
+    info = dict(model.info)
     for item in a.info:
         k, _, v = item.partition("=")
         try:
@@ -210,19 +215,19 @@ def cmd_ensemble(a) -> int:
     import copy
 
     from .models.ensemble import CTCEnsemble
-    from .pretrained import load_model, package_lm, package_relative_lm, save_package
+    from .pretrained import load_model, package_relative_lm, save_package
 
-    members = [load_model(m) for m in a.models]
+    members = [load_model(m, arch="ctc") for m in a.models]
     ensemble = CTCEnsemble(members, copy.deepcopy(members[0].cfg), names=a.models)
     d = ensemble.cfg.decode
-    if a.lm is None and d.lm:  # the first member's (tuned) LM, wherever the ensemble is written
-        a.lm = package_lm(d.lm, members[0].package_path)
+    if a.lm is None and members[0].package_lm:  # the first member's (tuned) LM, wherever the ensemble is written
+        a.lm = members[0].package_lm.file()
     d.lm = package_relative_lm(a.lm, a.output)
     d.decoder = a.decoder or ("beam" if a.lm else d.decoder)
     d.beam_width = a.beam_width or d.beam_width
     d.alpha = d.alpha if a.alpha is None else a.alpha
     d.beta = d.beta if a.beta is None else a.beta
-    info = {"members": [{"model": m, **{k: v for k, v in (getattr(x, "info", {}) or {}).items()
+    info = {"members": [{"model": m, **{k: v for k, v in x.info.items()
                                         if k in ("date", "recipe", "result", "best")}}
                         for m, x in zip(a.models, members)]}
     save_package(ensemble, a.output, info, half=a.half)
@@ -233,13 +238,102 @@ def cmd_ensemble(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from .export import export_onnx
+    from .export import EXPORTABLE_ARCHS, export_onnx
     from .pretrained import load_model
 
-    model = load_model(a.model, quantized=False)
+    model = load_model(a.model, quantized=False, arch=EXPORTABLE_ARCHS)
     export_onnx(model, a.output, int8=a.int8)
     members = f", {len(model.members)} members in one graph" if model.arch == "ctc-ensemble" else ""
     print(f"export: {a.model} ({model.arch}{members}{', int8' if a.int8 else ''}) -> {a.output}")
+    return 0
+
+
+def cmd_datadir(a) -> int:
+    import logging
+
+    from .datadir import read_data_dir, validate_data_dir
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    problems = validate_data_dir(a.dir, check_audio=not a.no_audio, allow_pipes=a.allow_pipes)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{a.dir}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{a.dir}: valid ({len(read_data_dir(a.dir, a.allow_pipes))} utterances)")
+    return 0
+
+
+def cmd_lm(a) -> int:
+    from .lm import build_binary, train_ngram
+
+    if a.lm_command == "train":
+        with open(a.text, encoding="utf-8") as f:
+            train_ngram(f, a.order, a.out_arpa, memory=a.memory, discount_fallback=not a.no_discount_fallback)
+        print(f"wrote {a.out_arpa}")
+    else:
+        build_binary(a.arpa, a.out_bin)
+        print(f"wrote {a.out_bin}")
+    return 0
+
+
+def cmd_shards(a) -> int:
+    import logging
+
+    from .datadir import DataDirError, read_data_dir
+    from .shards import ShardError, verify_shards, write_shards
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if a.shards_command == "verify":
+        try:
+            problems = verify_shards(a.index)
+        except ShardError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        for problem in problems:
+            print(problem)
+        print(f"{a.index}: {'%d problem(s)' % len(problems) if problems else 'all shards match the index'}")
+        return 1 if problems else 0
+    try:
+        utts = [u for d in a.data_dirs for u in read_data_dir(d)]
+        index = write_shards(utts, a.out_dir, int(a.max_shard_mb * 1e6), a.store, a.seed)
+    except (DataDirError, ShardError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{a.out_dir}: {len(index['shards'])} shard(s), {index['utterances']} utterances, "
+          f"{index['duration'] / 3600:.2f} h, {sum(s['bytes'] for s in index['shards']) / 1e6:.1f} MB; "
+          f"skipped {len(index['skipped'])}" + "".join(f"\n  {u}: {why}" for u, why in index["skipped"]))
+    return 0
+
+
+def cmd_ship(a) -> int:
+    from .pretrained import ship
+
+    print(ship(a.package, a.name, a.data, a.result))
+    return 0
+
+
+def cmd_tts(a) -> int:
+    from .synthesize import evaluate, load_tts, plot_synthesis, synthesize
+
+    if a.tts_command == "plot":
+        s = synthesize(load_tts(a.model, a.device), a.text, a.speaker, seed=a.seed)
+        plot_synthesis(s, a.output)
+        print(a.output)
+        return 0
+    from .datadir import read_data_dir
+
+    utts = read_data_dir(a.data)
+    if a.max_utts:
+        utts = utts[: a.max_utts]
+    import torch
+
+    torch.set_num_threads(a.threads)
+    res = evaluate(a.model, utts, a.asr_model, a.out_dir, a.seed, a.max_steps, a.plots)
+    asr = f"ASR {res['wer_synth_line']} (real recordings: {res['wer_real_line']}), " if "wer_synth" in res else ""
+    print(f"synthesized {res['utterances']}: {asr}"
+          f"MCD {res['mcd_db']:.2f} dB (copy synthesis {res['mcd_copy_db']:.2f}), RTF {res['rtf']:.3f} (model "
+          f"{res['rtf_model']:.3f}, vocoder {res['rtf_vocoder']:.3f}) -> {a.out_dir}/results.json")
     return 0
 
 
@@ -382,10 +476,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("score", help="WER of a hypothesis text file against a reference text file")
-    p.add_argument("ref")
-    p.add_argument("hyp")
-    p.add_argument("out_dir")
+    p.add_argument("ref", help="reference `text` file (utt-id word word ...) or data dir")
+    p.add_argument("hyp", help="hypothesis `text` file in the same format")
+    p.add_argument("out_dir", nargs="?", default=None, help="where to write `wer` and `per_utt` (default: nowhere)")
     p.set_defaults(func=cmd_score)
+
+    from .datadir import ALLOW_PIPES_ENV
+
+    p = sub.add_parser("datadir", help="data dir tools: validate")
+    dsub = p.add_subparsers(dest="datadir_command", required=True)
+    p = dsub.add_parser("validate", help="check a data dir like Kaldi's validate_data_dir.sh")
+    p.add_argument("dir")
+    p.add_argument("--no-audio", action="store_true", help="skip reading every audio file")
+    p.add_argument("--allow-pipes", action="store_true", default=None,
+                   help=f"accept (and, with audio, run) wav.scp `cmd |` entries; same as {ALLOW_PIPES_ENV}=1")
+    p.set_defaults(func=cmd_datadir)
+
+    p = sub.add_parser("lm", help="n-gram LM tools (KenLM): train | binary")
+    lsub = p.add_subparsers(dest="lm_command", required=True)
+    p = lsub.add_parser("train", help="estimate an ARPA n-gram model from a text file")
+    p.add_argument("--order", type=positive_int, default=3)
+    p.add_argument("--no-discount-fallback", action="store_true",
+                   help="let lmplz abort on corpora too small for Kneser-Ney statistics")
+    p.add_argument("--memory", default="1G", help="lmplz sort memory (-S), e.g. 1G or 20%%")
+    p.add_argument("text", help="training text, one sentence per line")
+    p.add_argument("out_arpa")
+    p.set_defaults(func=cmd_lm)
+    p = lsub.add_parser("binary", help="convert an ARPA model to KenLM binary")
+    p.add_argument("arpa")
+    p.add_argument("out_bin")
+    p.set_defaults(func=cmd_lm)
+
+    p = sub.add_parser("shards", help="tar shards for streamed training: write | verify")
+    ssub = p.add_subparsers(dest="shards_command", required=True)
+    p = ssub.add_parser("write", help="data dir(s) -> tar shards + shards.json")
+    p.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="Kaldi data dir(s) or manifest dir(s)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="shards and shards.json go here")
+    p.add_argument("--max-shard-mb", type=float, default=300.0, help="shard size (default 300)")
+    p.add_argument("--store", choices=["audio", "flac"], default="audio",
+                   help="audio: wav/flac bytes as they are; flac: re-encode wavs too (about half the size)")
+    p.add_argument("--seed", type=int, default=0, help="utterance order shuffle before writing")
+    p.set_defaults(func=cmd_shards)
+    p = ssub.add_parser("verify", help="check local shards against the sha256 and sizes in their index")
+    p.add_argument("index", metavar="OUT_DIR|shards.json")
+    p.set_defaults(func=cmd_shards)
+
+    p = sub.add_parser("ship", help="(maintainers) embed a package in asr/pretrained/ and list it in the registry")
+    p.add_argument("package")
+    p.add_argument("name")
+    p.add_argument("--data", default="", help="what it was trained on, for `asr models`")
+    p.add_argument("--result", default="", help="its measured result, for `asr models`")
+    p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("package", help="write a model package with metadata (measured WER, recipe)")
     p.add_argument("--model", required=True)
@@ -440,6 +581,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_synthesize_command(sub)
 
+    from .synthesize import DEFAULT_TTS_MODEL
+
+    p = sub.add_parser("tts", help="tts model tools: evaluate (ASR WER, MCD, RTF) | plot")
+    tsub = p.add_subparsers(dest="tts_command", required=True)
+    p = tsub.add_parser("evaluate", help="synthesize a data dir's texts; ASR WER, MCD, RTF")
+    p.add_argument("--model", default=DEFAULT_TTS_MODEL)
+    p.add_argument("--data", required=True, help="data dir whose texts are said and whose audio is the reference")
+    p.add_argument("--asr-model", default="digits", help="ASR model that scores intelligibility (none: skip)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-utts", type=int, default=0)
+    p.add_argument("--plots", type=int, default=4, help="alignment/mel PNGs of the first N utterances")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (RTF is reported for this many)")
+    p.set_defaults(func=cmd_tts)
+    p = tsub.add_parser("plot", help="attention alignment and mel spectrogram of one text, as PNG")
+    p.add_argument("--model", default=DEFAULT_TTS_MODEL)
+    p.add_argument("--speaker", default=None)
+    p.add_argument("--text", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_tts)
+
     from .serve import add_serve_command  # the command's arguments only: the web stack loads when it runs
 
     add_serve_command(sub)
@@ -450,9 +615,9 @@ def main(argv=None) -> int:
     """Run one command. The toolkit's own errors (all ValueError: AudioError, PackageError,
     ConfigError, DataDirError, ...) and the OS's (a path that cannot be read or written) end in one
     line naming the file or option; anything else is a bug and keeps its traceback. ASR_DEBUG=1
-    (or --debug) shows the traceback of every error."""
+    shows the traceback of every error."""
     args = build_parser().parse_args(argv)
-    debug = os.environ.get("ASR_DEBUG") == "1" or "--debug" in sys.argv
+    debug = os.environ.get("ASR_DEBUG") == "1"
     try:
         return args.func(args)
     except KeyboardInterrupt:

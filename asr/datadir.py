@@ -5,7 +5,7 @@ UTF-8 and sorted by utterance id in C-locale byte order, so Kaldi/ESPnet tools a
 and we accept what they write. Parse errors are `DataDirError`s of the form `file:line: problem`,
 because a bare KeyError three stages later does not tell anyone which line of which file to fix.
 
-    python -m asr.datadir validate DIR [--no-audio] [--allow-pipes]
+    asr datadir validate DIR [--no-audio] [--allow-pipes]
 
 Kaldi's `cmd |` wav.scp entries are shell commands, and a data dir from elsewhere can hold any
 command: they run only when the reader allows it (`allow_pipes=True`, `--allow-pipes`, or the
@@ -14,13 +14,11 @@ manifest's `audio_filepath`, like any path a user gives, is always a file name.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
 import re
-import sys
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -578,27 +576,3 @@ def validate_data_dir(dir: str | os.PathLike, check_audio: bool = True, allow_pi
     if check_audio:
         problems += _audio_problems(utts)
     return problems
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m asr.datadir", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("validate", help="check a data dir like Kaldi's validate_data_dir.sh")
-    p.add_argument("dir")
-    p.add_argument("--no-audio", action="store_true", help="skip reading every audio file")
-    p.add_argument("--allow-pipes", action="store_true", default=None,
-                   help=f"accept (and, with audio, run) wav.scp `cmd |` entries; same as {ALLOW_PIPES_ENV}=1")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    problems = validate_data_dir(args.dir, check_audio=not args.no_audio, allow_pipes=args.allow_pipes)
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"{args.dir}: {len(problems)} problem(s)", file=sys.stderr)
-        return 1
-    print(f"{args.dir}: valid ({len(read_data_dir(args.dir, args.allow_pipes))} utterances)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -98,8 +98,7 @@ class _Graph(nn.Module):
                 module.packed = False  # the exact padded path, traced
 
     def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor):
-        out = self.model(wav, wav_lens)
-        pairs = out if isinstance(out, list) else [out]
+        pairs = self.model.ctc_posteriors(wav, wav_lens)
         return tuple(t for lp, n in pairs for t in (lp, n.to(torch.int64)))
 
 
@@ -146,7 +145,7 @@ def export_onnx(model, path: str | os.PathLike, int8: bool = False, opset: int =
     config["decode"]["lm"] = _lm_relative_to(model, path)
     meta = {"format": FORMAT, "arch": arch, "config": json.dumps(config, ensure_ascii=False),
             "model_meta": json.dumps(model.package_meta(), ensure_ascii=False),
-            "info": json.dumps(getattr(model, "info", {}) or {}, ensure_ascii=False),
+            "info": json.dumps(model.info, ensure_ascii=False),
             "quantization": "int8-dynamic" if int8 else ""}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -159,12 +158,12 @@ def export_onnx(model, path: str | os.PathLike, int8: bool = False, opset: int =
 
 def _lm_relative_to(model, path: Path) -> str | None:
     """The model's decode.lm as the file at `path` must name it (relative to itself, as packages do)."""
-    from .pretrained import package_lm, package_relative_lm
+    from .pretrained import package_relative_lm
 
     lm = model.cfg.decode.lm
     if not lm or os.path.isabs(lm):
         return lm
-    return package_relative_lm(package_lm(lm, getattr(model, "package_path", None)), path)
+    return package_relative_lm(model.package_lm.file() if model.package_lm is not None else lm, path)
 
 
 class OnnxCTCModel(nn.Module):
@@ -178,6 +177,7 @@ class OnnxCTCModel(nn.Module):
         onnx, ort = _need_onnx()
         from .config import load_config
         from .models import model_class
+        from .pretrained import resolve_package_lm
 
         path = Path(path)
         if not path.is_file():
@@ -204,6 +204,7 @@ class OnnxCTCModel(nn.Module):
         self.info = json.loads(meta.get("info") or "{}")
         self.quantization = meta.get("quantization") or None
         self.package_path = path
+        self.package_lm = resolve_package_lm(cfg.decode.lm, path)  # as a package's is (see export_onnx)
         self.register_buffer("_device", torch.zeros(0), persistent=False)  # where inputs go: the CPU
         self.outputs = [o.name for o in self.session.get_outputs()]
 
@@ -211,14 +212,21 @@ class OnnxCTCModel(nn.Module):
     def members(self):
         return self.skeleton.members
 
+    def ctc_members(self):
+        """The skeleton's members (frame shifts, vocabulary); the ONNX graph runs them all at once."""
+        return self.skeleton.ctc_members()
+
+    def ctc_posteriors(self, wav: torch.Tensor, wav_lens: torch.Tensor):
+        feed = {"wav": wav.detach().cpu().float().numpy(), "wav_lens": wav_lens.detach().cpu().to(torch.int64).numpy()}
+        out = [torch.from_numpy(np.asarray(x)) for x in self.session.run(self.outputs, feed)]
+        return [(out[i], out[i + 1]) for i in range(0, len(out), 2)]
+
     @property
     def frame_shift(self) -> float:
         return self.skeleton.frame_shift
 
     def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor):
-        feed = {"wav": wav.detach().cpu().float().numpy(), "wav_lens": wav_lens.detach().cpu().to(torch.int64).numpy()}
-        out = [torch.from_numpy(np.asarray(x)) for x in self.session.run(self.outputs, feed)]
-        pairs = [(out[i], out[i + 1]) for i in range(0, len(out), 2)]
+        pairs = self.ctc_posteriors(wav, wav_lens)
         return pairs if self.arch == "ctc-ensemble" else pairs[0]
 
 
@@ -229,7 +237,7 @@ def onnx_model(model_or_path, int8: bool = False, threads: int | None = None, ca
         return OnnxCTCModel(model_or_path, threads)
     from .pretrained import load_model
 
-    model = load_model(model_or_path, quantized=False)
+    model = load_model(model_or_path, quantized=False, arch=EXPORTABLE_ARCHS)
     if cache_dir is not None:
         return OnnxCTCModel(export_onnx(model, Path(cache_dir) / "model.onnx", int8), threads)
     # The package's LM is linked beside the exported file (as a package keeps it), so the folder

@@ -10,11 +10,9 @@ lines (several spellings); a line with the word alone is spelled from the labels
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -182,34 +180,3 @@ def read_lexicon(path: str | os.PathLike, labels: Sequence[str], *, blank_id: in
     if not lexicon:
         raise ValueError(f"{path}: lexicon is empty")
     return lexicon
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m asr.lm", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="estimate an ARPA n-gram model from a text file")
-    train.add_argument("--order", type=int, default=3)
-    train.add_argument("--no-discount-fallback", action="store_true",
-                       help="let lmplz abort on corpora too small for Kneser-Ney statistics")
-    train.add_argument("--memory", default="1G", help="lmplz sort memory (-S), e.g. 1G or 20%%")
-    train.add_argument("text", help="training text, one sentence per line")
-    train.add_argument("out_arpa")
-    binary = sub.add_parser("binary", help="convert an ARPA model to KenLM binary")
-    binary.add_argument("arpa")
-    binary.add_argument("out_bin")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "train":
-            with open(args.text, encoding="utf-8") as f:
-                train_ngram(f, args.order, args.out_arpa, memory=args.memory,
-                            discount_fallback=not args.no_discount_fallback)
-            print(f"wrote {args.out_arpa}")
-        else:
-            build_binary(args.arpa, args.out_bin)
-            print(f"wrote {args.out_bin}")
-    except (KenLMToolMissing, RuntimeError, FileNotFoundError) as e:
-        sys.exit(f"asr.lm: {e}")
-
-
-if __name__ == "__main__":
-    main()

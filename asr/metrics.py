@@ -1,4 +1,5 @@
-"""Word and character error rates, scored the way Kaldi's compute-wer reports them.
+"""Scores: word and character error rates (scored the way Kaldi's compute-wer reports them), the
+detection metrics of speaker verification (EER, minDCF) and the mel cepstral distortion of TTS.
 
 Counts agree with jiwer 4 exactly, ins/del/sub split included: `align` breaks ties the way
 rapidfuzz's Levenshtein.opcodes (jiwer's engine) does. Kaldi's compute-wer finds the same total
@@ -7,12 +8,11 @@ substitution), so per-type counts can differ from Kaldi's: on 3000 random short 
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-import tempfile
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Literal, Sequence
+
+import numpy as np
 
 Op = Literal["ok", "sub", "ins", "del"]
 Alignment = list[tuple[Op, str | None, str | None]]
@@ -199,6 +199,54 @@ def score(ref_text: dict[str, str], hyp_text: dict[str, str], out_dir: str | os.
     return words
 
 
+# -- detection metrics (speaker verification) -----------------------------------------------------------------------
+
+def error_rates(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, miss rate, false-alarm rate) for "accept when score >= threshold", at every
+    distinct score plus +inf; `labels` are True for target (same-speaker) trials."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    lab = np.asarray(labels, dtype=bool).ravel()
+    if s.shape != lab.shape:
+        raise ValueError(f"scores ({s.size}) and labels ({lab.size}) differ in length")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or Inf")
+    n_t = int(lab.sum())
+    n_n = lab.size - n_t
+    if n_t == 0 or n_n == 0:
+        raise ValueError(f"detection metrics need target and non-target trials, got {n_t} and {n_n}")
+    order = np.argsort(s, kind="mergesort")
+    s, lab = s[order], lab[order]
+    # Cut k rejects the k lowest scores; a cut inside a run of equal scores is no threshold.
+    miss = np.concatenate([[0], np.cumsum(lab)]) / n_t
+    fa = (n_n - np.concatenate([[0], np.cumsum(~lab)])) / n_n
+    keep = np.concatenate([[True], s[1:] != s[:-1], [True]])
+    return np.concatenate([s, [np.inf]])[keep], miss[keep], fa[keep]
+
+
+def eer_threshold(scores, labels) -> tuple[float, float]:
+    """(equal error rate, threshold at it), interpolated where miss and false-alarm rates cross."""
+    t, miss, fa = error_rates(scores, labels)
+    d = fa - miss  # falls from 1 to -1
+    k = int(np.argmax(d <= 0))
+    a = d[k - 1] / (d[k - 1] - d[k])
+    rate = miss[k - 1] + a * (miss[k] - miss[k - 1])
+    hi = t[k] if np.isfinite(t[k]) else t[k - 1]
+    return float(rate), float(t[k - 1] + a * (hi - t[k - 1]))
+
+
+def eer(scores, labels) -> float:
+    """Equal error rate as a fraction: where false rejections and false acceptances are as many."""
+    return eer_threshold(scores, labels)[0]
+
+
+def min_dcf(scores, labels, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    """Minimum normalised detection cost (NIST SRE): min over thresholds of
+    (c_miss p_target P_miss + c_fa (1 - p_target) P_fa) / min(c_miss p_target, c_fa (1 - p_target))."""
+    _, miss, fa = error_rates(scores, labels)
+    dcf = c_miss * p_target * miss + c_fa * (1 - p_target) * fa
+    return float(dcf.min() / min(c_miss * p_target, c_fa * (1 - p_target)))
+
+
 # -- mel cepstral distortion (TTS) --------------------------------------------------------------
 
 MCD_K = 10.0 * 2**0.5 / 2.302585092994046  # 10 sqrt(2) / ln 10: cepstral distance -> dB
@@ -212,8 +260,7 @@ def mel_cepstra(wav, sample_rate: int, n_ceps: int = 24, n_mels: int = 40, frame
     scale of a real cepstrum of that spectrum. These are MFCC-style mel cepstra, not SPTK's
     all-pass-warped mcep, so MCDs are comparable between systems scored here, and only roughly
     with published ones. (An orthonormal DCT would inflate every coefficient by sqrt(M/2).)"""
-    import librosa
-    import numpy as np
+    import librosa  # here, not at the top: it takes a second to import, for the TTS scores alone
     from scipy.fft import dct
 
     wav = np.asarray(wav, dtype=np.float32)
@@ -230,7 +277,6 @@ def mel_cepstral_distortion(ref_wav, syn_wav, sample_rate: int, n_ceps: int = 24
     pairs of a DTW alignment of their mel cepstra (the two never have the same timing):
     mean over the path of 10 sqrt(2) / ln10 * ||c_ref - c_syn||. Returns (MCD, path length)."""
     import librosa
-    import numpy as np
 
     a, b = mel_cepstra(ref_wav, sample_rate, n_ceps), mel_cepstra(syn_wav, sample_rate, n_ceps)
     if len(a) == 0 or len(b) == 0:
@@ -238,26 +284,3 @@ def mel_cepstral_distortion(ref_wav, syn_wav, sample_rate: int, n_ceps: int = 24
     _, path = librosa.sequence.dtw(X=a.T, Y=b.T, metric="euclidean")
     d = np.linalg.norm(a[path[:, 0]] - b[path[:, 1]], axis=1)
     return float(MCD_K * d.mean()), len(path)
-
-
-def main(argv: Iterable[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m asr.metrics",
-        description="Score a Kaldi-style hypothesis text file against a reference text file.")
-    parser.add_argument("ref_text", help="reference `text` file (utt-id word word ...) or data dir")
-    parser.add_argument("hyp_text", help="hypothesis `text` file in the same format")
-    parser.add_argument("out_dir", nargs="?", default=None,
-                        help="where to write `wer` and `per_utt` (default: a temporary directory)")
-    args = parser.parse_args(None if argv is None else list(argv))
-
-    from asr.datadir import read_text_file  # not at the top: it pulls in the audio stack
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out_dir = args.out_dir or tmp
-        score(read_text_file(args.ref_text), read_text_file(args.hyp_text), out_dir)
-        with open(os.path.join(out_dir, "wer"), encoding="utf-8") as f:
-            sys.stdout.write(f.read())
-
-
-if __name__ == "__main__":
-    main()

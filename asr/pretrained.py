@@ -125,6 +125,18 @@ def package_lm(lm: str | None, package_path: str | os.PathLike | None) -> str | 
     return os.path.join(os.path.dirname(package_path), lm)
 
 
+def resolve_package_lm(lm: str | None, package_path: str | os.PathLike) -> "PackageLM | None":
+    """A loaded package's decode.lm, resolved once (asr.models.checks.PackageLM)."""
+    from .models.checks import PackageLM
+
+    if not lm:
+        return None
+    try:
+        return PackageLM(lm, package_lm(lm, package_path))
+    except PackageError as e:
+        return PackageLM(lm, refused=e)
+
+
 def package_relative_lm(lm: str | os.PathLike | None, package_path: str | os.PathLike) -> str | None:
     """An LM as a package records it: a file in the package's folder, named relative to it (so both
     move together and package_lm accepts it). An LM elsewhere is linked (or copied) beside the
@@ -287,6 +299,7 @@ def load_package(path: str | Path, device: str | torch.device = "cpu", *, file_s
     model.load_state_dict(pkg.tensors, strict=False)
     model.info = pkg.info
     model.package_path = pkg.path
+    model.package_lm = resolve_package_lm(pkg.cfg.decode.lm, pkg.path)
     model.package_half = any(t.dtype == torch.float16 for t in pkg.tensors.values())  # stored by --half
     model.package_quantization = pkg.quantization
     if pkg.quantization and quantized:
@@ -404,11 +417,20 @@ DEFAULT_MODEL = "digits"
 
 
 def load_model(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu", *,
-               allow_unverified: bool = False, quantized: bool = True):
-    """A ready model from a registry name, a package file, an experiment dir or a URL. A package
-    without a checksum is refused unless `allow_unverified` (a file you made and trust);
-    quantized=False gives the float model of an int8 package."""
+               arch: str | tuple[str, ...] | None = None, allow_unverified: bool = False, quantized: bool = True):
+    """A ready model from a registry name, a package file, an experiment dir or a URL. `arch`: the
+    kind(s) of model the caller can use (asr.models.RECOGNIZERS, "speaker", "tts"); another kind is
+    refused from its header, before its weights are read. A package without a checksum is refused
+    unless `allow_unverified` (a file you made and trust); quantized=False gives the float model of
+    an int8 package."""
+    from .models import check_arch
+
     path, file_sha256 = _resolve(name_or_path)
+    if arch is not None:
+        try:
+            check_arch(read_header(path).get("arch", "?"), arch, str(name_or_path))
+        except ValueError as e:
+            raise PackageError(str(e)) from None
     return load_package(path, device, file_sha256=file_sha256, allow_unverified=allow_unverified,
                         quantized=quantized)
 
@@ -440,16 +462,3 @@ def ship(package: str | Path, name: str, data: str = "", result: str = "") -> Pa
                  "sha256": sha256_file(dest), "size_mb": round(dest.stat().st_size / 2**20, 1)}
     atomic_write_bytes(REGISTRY_FILE, (json.dumps(reg, indent=2, sort_keys=True) + "\n").encode())
     return dest
-
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Ship a package as an embedded model (maintainers).")
-    ap.add_argument("command", choices=["ship"])
-    ap.add_argument("package")
-    ap.add_argument("name")
-    ap.add_argument("--data", default="")
-    ap.add_argument("--result", default="")
-    a = ap.parse_args()
-    print(ship(a.package, a.name, a.data, a.result))

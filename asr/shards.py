@@ -5,8 +5,8 @@ from object storage; a tar shard is one sequential read.  Per utterance a shard 
 `<key>.flac` or `<key>.wav` (the original bytes) and `<key>.json` (utt_id, text, speaker,
 duration); `shards.json` lists the shards with their utterance ids, durations and sha256.
 
-    python -m asr.shards write DATA_DIR [DATA_DIR ...] OUT_DIR [--max-shard-mb 300] [--store audio|flac]
-    python -m asr.shards verify OUT_DIR
+    asr shards write DATA_DIR [DATA_DIR ...] OUT_DIR [--max-shard-mb 300] [--store audio|flac]
+    asr shards verify OUT_DIR
 
 `ShardLoader` plans each epoch from shards.json alone, before any audio is read: the shard order
 (shuffled per epoch), which rank and data-loader worker reads which shards, and which utterances
@@ -25,7 +25,6 @@ records in the batch (`Batch.errors`), which the trainer reports and skips.
 """
 from __future__ import annotations
 
-import argparse
 import bisect
 import hashlib
 import heapq
@@ -35,7 +34,6 @@ import logging
 import os
 import random
 import re
-import sys
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -257,7 +255,7 @@ def read_index(url: str) -> dict:
     except ValueError as e:
         raise ShardError(f"{url}: not a valid shard index ({e})") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise ShardError(f"{url}: not an {FORMAT} index (written by `python -m asr.shards write`)")
+        raise ShardError(f"{url}: not an {FORMAT} index (written by `asr shards write`)")
     return index
 
 
@@ -388,7 +386,7 @@ class ShardLoader:
             raise ShardError(f"{urls_or_pattern}: no utterances to train on in {len(shards)} shard(s)")
         if len(shards) < world_size:
             raise ShardError(f"{len(shards)} shard(s) cannot feed {world_size} ranks: write smaller shards "
-                             f"(python -m asr.shards write --max-shard-mb)")
+                             f"(asr shards write --max-shard-mb)")
         self.epoch, self.position = 0, 0
         self._plan_cache: _Plan | None = None
 
@@ -590,52 +588,3 @@ def _read_tar(url: str) -> Iterator[dict]:
         yield from group_by_keys(tar_file_expander([{"url": url, "stream": stream}]))
     finally:
         stream.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .datadir import DataDirError, read_data_dir
-
-    parser = argparse.ArgumentParser(prog="python -m asr.shards", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("write", help="data dir(s) -> tar shards + shards.json")
-    p.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="Kaldi data dir(s) or manifest dir(s)")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="shards and shards.json go here")
-    p.add_argument("--max-shard-mb", type=float, default=300.0, help="shard size (default 300)")
-    p.add_argument("--store", choices=["audio", "flac"], default="audio",
-                   help="audio: wav/flac bytes as they are; flac: re-encode wavs too (about half the size)")
-    p.add_argument("--seed", type=int, default=0, help="utterance order shuffle before writing")
-    p = sub.add_parser("verify", help="check local shards against the sha256 and sizes in their index")
-    p.add_argument("index", metavar="OUT_DIR|shards.json")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-
-    if args.command == "verify":
-        try:
-            problems = verify_shards(args.index)
-        except ShardError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        for problem in problems:
-            print(problem)
-        print(f"{args.index}: {'%d problem(s)' % len(problems) if problems else 'all shards match the index'}")
-        return 1 if problems else 0
-
-    out_dir = args.out_dir
-    try:
-        utts = [u for d in args.data_dirs for u in read_data_dir(d)]
-        index = write_shards(utts, out_dir, int(args.max_shard_mb * 1e6), args.store, args.seed)
-    except (DataDirError, ShardError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"{out_dir}: {len(index['shards'])} shard(s), {index['utterances']} utterances, "
-          f"{index['duration'] / 3600:.2f} h, {sum(s['bytes'] for s in index['shards']) / 1e6:.1f} MB; "
-          f"skipped {len(index['skipped'])}" + "".join(f"\n  {u}: {why}" for u, why in index["skipped"]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

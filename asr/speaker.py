@@ -17,7 +17,7 @@ a clip already enrolled for that name (same decoded audio) is refused rather tha
 Enrolling is a read-modify-write of the database under an exclusive lock, so concurrent enrolls
 into one database all land.
 
-Scores are cosine similarities in [-1, 1].  EER and minDCF here take fractions in [0, 1]; the
+Scores are cosine similarities in [-1, 1].  EER and minDCF (asr.metrics) take fractions in [0, 1]; the
 reports (`results.json`, the trainer's dev log) give EER and accuracies in percent.
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .audio import AudioError, load_audio
+from .metrics import eer_threshold, min_dcf
 
 DEFAULT_MODEL = "speaker"  # 204 real voices, 16 kHz; digits-speaker stays for FSDD (recipes/speaker_digits)
 # Used when the model package records no threshold of its own (`info.threshold`, set by a recipe
@@ -48,54 +49,6 @@ DB_FORMAT, DB_VERSION = "asr-speakers", 1
 MIN_FILE_SPEECH = 0.05  # the shortest FSDD digit has 0.08 s
 MIN_ENROLL_SPEECH = 1.0
 SPEECH_FLOOR_DBFS, SPEECH_RANGE_DB = -50.0, 35.0
-
-
-# -- detection metrics -----------------------------------------------------------------------
-
-def error_rates(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds, miss rate, false-alarm rate) for "accept when score >= threshold", at every
-    distinct score plus +inf; `labels` are True for target (same-speaker) trials."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    lab = np.asarray(labels, dtype=bool).ravel()
-    if s.shape != lab.shape:
-        raise ValueError(f"scores ({s.size}) and labels ({lab.size}) differ in length")
-    if not np.isfinite(s).all():
-        raise ValueError("scores contain NaN or Inf")
-    n_t = int(lab.sum())
-    n_n = lab.size - n_t
-    if n_t == 0 or n_n == 0:
-        raise ValueError(f"detection metrics need target and non-target trials, got {n_t} and {n_n}")
-    order = np.argsort(s, kind="mergesort")
-    s, lab = s[order], lab[order]
-    # Cut k rejects the k lowest scores; a cut inside a run of equal scores is no threshold.
-    miss = np.concatenate([[0], np.cumsum(lab)]) / n_t
-    fa = (n_n - np.concatenate([[0], np.cumsum(~lab)])) / n_n
-    keep = np.concatenate([[True], s[1:] != s[:-1], [True]])
-    return np.concatenate([s, [np.inf]])[keep], miss[keep], fa[keep]
-
-
-def eer_threshold(scores, labels) -> tuple[float, float]:
-    """(equal error rate, threshold at it), interpolated where miss and false-alarm rates cross."""
-    t, miss, fa = error_rates(scores, labels)
-    d = fa - miss  # falls from 1 to -1
-    k = int(np.argmax(d <= 0))
-    a = d[k - 1] / (d[k - 1] - d[k])
-    rate = miss[k - 1] + a * (miss[k] - miss[k - 1])
-    hi = t[k] if np.isfinite(t[k]) else t[k - 1]
-    return float(rate), float(t[k - 1] + a * (hi - t[k - 1]))
-
-
-def eer(scores, labels) -> float:
-    """Equal error rate as a fraction: where false rejections and false acceptances are as many."""
-    return eer_threshold(scores, labels)[0]
-
-
-def min_dcf(scores, labels, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
-    """Minimum normalised detection cost (NIST SRE): min over thresholds of
-    (c_miss p_target P_miss + c_fa (1 - p_target) P_fa) / min(c_miss p_target, c_fa (1 - p_target))."""
-    _, miss, fa = error_rates(scores, labels)
-    dcf = c_miss * p_target * miss + c_fa * (1 - p_target) * fa
-    return float(dcf.min() / min(c_miss * p_target, c_fa * (1 - p_target)))
 
 
 # -- embeddings ------------------------------------------------------------------------------
@@ -264,7 +217,7 @@ class SpeakerDB:
 
 
 def _model_name(model) -> str:
-    return str(getattr(model, "package_path", None) or type(model).__name__)
+    return str(model.package_path or type(model).__name__)
 
 
 def _as_db(db) -> SpeakerDB:
@@ -388,7 +341,7 @@ def enroll(model, name: str, files, db: SpeakerDB | str | Path | None = None, re
 
 
 def default_threshold(model) -> float:
-    t = (getattr(model, "info", None) or {}).get("threshold")
+    t = model.info.get("threshold")
     return float(t) if t is not None else DEFAULT_THRESHOLD
 
 
@@ -606,10 +559,7 @@ def evaluate(model, enroll_dirs: list[str], test_dirs: list[str], out_dir: str |
 def _load(a):
     from .pretrained import load_model
 
-    model = load_model(a.model, a.device)
-    if getattr(model, "arch", None) != "speaker":
-        raise ValueError(f"{a.model}: a {model.arch} model, not a speaker model")
-    return model
+    return load_model(a.model, a.device, arch="speaker")
 
 
 def _inputs(files: list[str], failed: list, cmd: str) -> list[str]:
@@ -736,19 +686,3 @@ def add_speaker_commands(subparsers) -> None:
     """`asr speaker enroll|identify|verify|list|evaluate`, for asr.cli's parser."""
     p = subparsers.add_parser("speaker", help="speaker enrollment, identification and verification")
     _add_subcommands(p)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m asr.speaker ...`, the same commands without the `asr` front door."""
-    ap = argparse.ArgumentParser(prog="python -m asr.speaker", description=__doc__.split("\n\n")[0])
-    _add_subcommands(ap)
-    a = ap.parse_args(argv)
-    try:
-        return a.func(a)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"asr speaker {a.speaker_command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

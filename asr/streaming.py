@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .decode import Word, word_timings, words_from_labels
+from .models.checks import decode_lm
 
 
 class StreamError(ValueError):
@@ -151,11 +152,10 @@ class Stream:
         self.beam = None
         if decoder == "beam":
             from .beam_search import DecoderState, OnlineCTCBeamDecoder
-            from .pretrained import package_lm
 
             d = cfg.decode
-            if lm is None and d.lm:
-                lm = package_lm(d.lm, getattr(model, "package_path", None))
+            if lm is None:
+                lm = decode_lm(model)
             self.beam = OnlineCTCBeamDecoder(self.vocab.tokens, model_path=lm,
                                              alpha=d.alpha if alpha is None else alpha,
                                              beta=d.beta if beta is None else beta,

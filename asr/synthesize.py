@@ -4,8 +4,8 @@ model, mel cepstral distortion against real recordings, real-time factor).
 
     asr synthesize [--model NAME|PATH] [--speaker NAME] --text "three one four" -o out.wav
     asr synthesize --text-file lines.txt -o out_dir/          # out_dir/0001.wav per line
-    python -m asr.synthesize evaluate --model M --data DATA_DIR --asr-model digits --out-dir D
-    python -m asr.synthesize plot --model M --text "314" -o align.png
+    asr tts evaluate --model M --data DATA_DIR --asr-model digits --out-dir D
+    asr tts plot --model M --text "314" -o align.png
 
 Digits in the text are read as words ("314" -> "three one four"); characters the model has never
 seen are an error naming them, never silently dropped.
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .models import check_arch
 
 DEFAULT_TTS_MODEL = "digits-tts"
 # Decoder steps a character takes to say: digits-tts spends 3.4 ("seven" x 10, 59
@@ -49,15 +51,11 @@ class Synthesis:
 def load_tts(model=DEFAULT_TTS_MODEL, device: str | torch.device = "cpu"):
     """A TTS model object, or a registry name / package / exp dir loaded as one."""
     if isinstance(model, torch.nn.Module):
-        if getattr(model, "arch", None) != "tts":
-            raise ValueError(f"a {getattr(model, 'arch', type(model).__name__)} model, not a tts model")
+        check_arch(getattr(model, "arch", type(model).__name__), "tts", str(getattr(model, "package_path", None) or "model"))
         return model.eval()
     from .pretrained import load_model
 
-    m = load_model(model, device)
-    if m.arch != "tts":
-        raise ValueError(f"{model}: a {m.arch} model, not a tts model (see `asr models`)")
-    return m
+    return load_model(model, device, arch="tts")
 
 
 def _vocoder(model, name: str, options: dict | None):
@@ -288,62 +286,3 @@ def add_synthesize_command(subparsers) -> None:
     p = subparsers.add_parser("synthesize", help="text to speech with a tts model")
     add_arguments(p)
     p.set_defaults(func=cmd_synthesize)
-
-
-def cmd_evaluate(a) -> int:
-    from .datadir import read_data_dir
-
-    utts = read_data_dir(a.data)
-    if a.max_utts:
-        utts = utts[: a.max_utts]
-    torch.set_num_threads(a.threads)
-    res = evaluate(a.model, utts, a.asr_model, a.out_dir, a.seed, a.max_steps, a.plots)
-    asr = f"ASR {res['wer_synth_line']} (real recordings: {res['wer_real_line']}), " if "wer_synth" in res else ""
-    print(f"synthesized {res['utterances']}: {asr}"
-          f"MCD {res['mcd_db']:.2f} dB (copy synthesis {res['mcd_copy_db']:.2f}), RTF {res['rtf']:.3f} (model {res['rtf_model']:.3f}, vocoder "
-          f"{res['rtf_vocoder']:.3f}) -> {a.out_dir}/results.json")
-    return 0
-
-
-def cmd_plot(a) -> int:
-    model = load_tts(a.model, a.device)
-    s = synthesize(model, a.text, a.speaker, seed=a.seed)
-    plot_synthesis(s, a.output)
-    print(a.output)
-    return 0
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m asr.synthesize", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    add_synthesize_command(sub)
-    p = sub.add_parser("evaluate", help="synthesize a data dir's texts; ASR WER, MCD, RTF")
-    p.add_argument("--model", default=DEFAULT_TTS_MODEL)
-    p.add_argument("--data", required=True, help="data dir whose texts are said and whose audio is the reference")
-    p.add_argument("--asr-model", default="digits", help="ASR model that scores intelligibility (none: skip)")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--max-utts", type=int, default=0)
-    p.add_argument("--plots", type=int, default=4, help="alignment/mel PNGs of the first N utterances")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (RTF is reported for this many)")
-    p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("plot", help="attention alignment and mel spectrogram of one text, as PNG")
-    p.add_argument("--model", default=DEFAULT_TTS_MODEL)
-    p.add_argument("--speaker", default=None)
-    p.add_argument("--text", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("-o", "--output", required=True)
-    p.set_defaults(func=cmd_plot)
-    a = ap.parse_args(argv)
-    try:
-        return a.func(a)
-    except (ValueError, FileNotFoundError) as e:
-        where = "asr synthesize" + ("" if a.command == "synthesize" else f" {a.command}")
-        print(f"{where}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

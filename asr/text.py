@@ -102,10 +102,6 @@ class Vocabulary:
             boundary, prev = False, i
         return out
 
-    def ends_word(self, token_id: int) -> bool:
-        """Whether a word boundary follows this token (the space itself, or any whole-word token)."""
-        return self.unit == "word" or self.tokens[token_id] == SPACE
-
 
 # Characters that print as nothing and only split or glue words invisibly: zero-width space, word
 # joiner, BOM (zero-width no-break space), soft hyphen. ZWJ/ZWNJ (U+200D/U+200C) stay: they are

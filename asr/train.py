@@ -1,13 +1,14 @@
 """One trainer for every model of the toolkit (CTC acoustic, speaker, TTS).
 
-A model brings `compute_loss(batch)`, `evaluate(batches)` and `from_training_data(cfg, utts)`;
-the trainer brings the rest: bucketed batches, AdamW with warmup and cosine decay, gradient
+A model brings what `asr.models.base.TrainableModel` asks (from_training_data, check_utterance,
+compute_loss, evaluate, best_metric, after_training); the trainer brings the rest: bucketed batches, AdamW with warmup and cosine decay, gradient
 clipping, AMP on GPU, DDP under torchrun, atomic checkpoints with everything needed to resume
 exactly, best-model selection, early stopping, a CSV log and a training-curve PNG.
 """
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -28,14 +29,12 @@ from .config import ExperimentConfig, dump_config
 from .data import AudioDataset, BucketBatchSampler, eval_batches, make_loader
 from .datadir import read_data_dir
 from .models import model_class
+from .models.base import Loss, TrainableModel
 from .pretrained import PACKAGE_FILE, load_package, save_package
 from .text import case_variants
 
 # Fault injection for the kill-and-resume tests: a real SIGKILL at a known step.
 _KILL_AT_STEP = int(os.environ.get("ASR_TEST_KILL_AT_STEP", "0"))
-
-# Which evaluation number picks the best model, and whether lower is better.
-BEST_METRIC = {"ctc": ("wer", "min"), "speaker": ("eer", "min"), "tts": ("loss", "min")}
 
 
 def setup_logging(exp_dir: Path, rank: int) -> logging.Logger:
@@ -142,6 +141,10 @@ def plot_curves(rows: list[dict], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+class _IdleLoss(Loss):
+    """The zero loss a rank with nothing to learn from steps on (see _LossForward); not logged."""
+
+
 class _LossForward(torch.nn.Module):
     """compute_loss as a forward() for DDP. A rank with nothing to learn from (every utterance of its
     batch unreadable or dropped) still joins the gradient all-reduce with a zero loss over every
@@ -152,9 +155,9 @@ class _LossForward(torch.nn.Module):
         self.model = model
 
     def forward(self, batch):
-        out = self.model.compute_loss(batch) if len(batch) else {"dropped": [], "loss": None}
-        if out["loss"] is None:
-            out = {**out, "loss": sum(p.sum() for p in self.model.parameters()) * 0.0, "idle": True}
+        out = self.model.compute_loss(batch) if len(batch) else Loss(None)
+        if out.loss is None:
+            out = _IdleLoss(sum(p.sum() for p in self.model.parameters()) * 0.0, out.dropped)
         return out
 
 
@@ -162,6 +165,9 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
           device: str | None = None, info: dict | None = None) -> dict:
     """Train `cfg` into `exp_dir`; returns the best evaluation. Re-running with resume=True continues
     from the newest valid checkpoint exactly as if the run had not stopped."""
+    cls = model_class(cfg.model.arch)
+    if not issubclass(cls, TrainableModel):
+        raise ValueError(f"model.arch: {cfg.model.arch} models are not trained; `asr ensemble` combines trained ones")
     tc = cfg.train
     if max_steps is not None:
         tc.max_steps = max_steps
@@ -201,7 +207,6 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
     if not train_utts:
         raise ValueError(f"train.train_data: no usable utterances in {tc.train_data}")
 
-    cls = model_class(cfg.model.arch)
     if state is not None:
         model = cls.from_package_meta(cfg, state["model_meta"])
     elif tc.init_from:
@@ -264,7 +269,7 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
         net = torch.nn.parallel.DistributedDataParallel(_LossForward(model),
                                                         device_ids=[device.index] if device.type == "cuda" else None)
 
-    metric, mode = BEST_METRIC.get(cfg.model.arch, ("loss", "min"))
+    metric, mode = cls.best_metric
     step, epoch, position, best, bad_evals = 0, 0, 0, None, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -348,14 +353,14 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
             batch.to(device)
             with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
                 out = net(batch) if world > 1 else model.compute_loss(batch)
-            for utt, why in out["dropped"]:
+            for utt, why in out.dropped:
                 log.warning("dropped %s: %s", utt, why)
                 bad_log and bad_log.write(f"{utt}\t{why}\n")
-            if out["loss"] is None:
+            if out.loss is None:
                 continue
-            scaler.scale(out["loss"] / tc.grad_accum).backward()
-            if not out.get("idle"):
-                loss_sum, loss_n = loss_sum + float(out["loss"].detach()), loss_n + 1
+            scaler.scale(out.loss / tc.grad_accum).backward()
+            if not isinstance(out, _IdleLoss):
+                loss_sum, loss_n = loss_sum + float(out.loss.detach()), loss_n + 1
             utts_since += len(batch)
             audio_since += float(batch.wav_lens.sum()) / cfg.features.sample_rate
             if position % tc.grad_accum:
@@ -406,14 +411,18 @@ def train(cfg: ExperimentConfig, exp_dir: str | Path, resume: bool = False, max_
     if dev_loader is None and rank == 0:
         save_package(model, exp_dir / PACKAGE_FILE, {**(info or {}), "step": step})
     save_state()
-    if rank == 0 and hasattr(model, "fit_backend"):
-        # A scoring back-end (speaker models) is fitted on the training data with the weights that
-        # ship: those of the best package, not of the last step.
+    if rank == 0:
+        # The hook (a speaker model's scoring back-end) runs on the weights that ship: those of the
+        # best package, not of the last step.
         final = load_package(exp_dir / PACKAGE_FILE, device)
-        fitted = final.fit_backend(b.to(device) for b in eval_batches(train_utts, cfg.features.sample_rate,
-                                                                       tc.batch_seconds, tc.max_batch_size))
-        save_package(final, exp_dir / PACKAGE_FILE, {**final.info, "backend": fitted})
-        log.info("fitted the %s back-end on %s", final.backend, fitted)
+
+        def train_batches():  # built only if the hook reads them
+            for b in eval_batches(train_utts, cfg.features.sample_rate, tc.batch_seconds, tc.max_batch_size):
+                yield b.to(device)
+
+        if extra := final.after_training(train_batches()):
+            save_package(final, exp_dir / PACKAGE_FILE, {**final.info, **extra})
+            log.info("after training: %s", json.dumps(extra))
     if rank == 0 and csv_log.rows:
         plot_curves(csv_log.rows, metric, exp_dir / "train_curve.png")
     log.info("finished at step %d; best: %s", step, best)

@@ -21,6 +21,7 @@ import torch
 
 from .audio import AudioError, load_audio
 from .decode import Hypothesis, Word, greedy_decode, proposals, rank_proposals, widen, words_from_labels
+from .models.checks import RECOGNIZERS, check_arch, decode_lm
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
 
@@ -105,10 +106,8 @@ class Transcriber:
     def __init__(self, model, decoder: str | None = None, lm: str | None = None, beam_width: int | None = None,
                  alpha: float | None = None, beta: float | None = None, batch_size: int = 8,
                  max_segment: float = 20.0, nbest: int = 1, vad: bool = True):
-        arch = getattr(model, "arch", type(model).__name__)
-        if arch not in ("ctc", "ctc-ensemble"):
-            raise ValueError(f"{getattr(model, 'package_path', None) or 'model'}: a {arch} model, not a speech "
-                             "recognition (ctc) model; see `asr models`")
+        check_arch(getattr(model, "arch", type(model).__name__), RECOGNIZERS,
+                   str(getattr(model, "package_path", None) or "model"))
         for name, value in (("alpha", alpha), ("beta", beta)):
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name}: {value} is not a finite number")
@@ -132,15 +131,10 @@ class Transcriber:
         decoder = decoder or model.cfg.decode.decoder  # a package says how it decodes best (asr tune)
         if decoder == "beam":
             from .beam_search import CTCBeamDecoder
-            from .pretrained import package_lm
 
             d = model.cfg.decode
-            if lm is None and d.lm:
-                # a tuned package (asr tune) names its LM relative to itself, so both can move together
-                lm = package_lm(d.lm, getattr(model, "package_path", None))
-                if lm != d.lm and not os.path.isfile(lm):
-                    raise FileNotFoundError(f"{model.package_path}: its decode.lm {d.lm!r} is not at {lm}; "
-                                            "pass --lm to use another LM")
+            if lm is None:
+                lm = decode_lm(model)
             self.beam = CTCBeamDecoder(model.vocab.tokens, model_path=lm,
                                        alpha=d.alpha if alpha is None else alpha, beta=d.beta if beta is None else beta,
                                        beam_width=beam_width or d.beam_width, blank_id=model.vocab.blank_id,
@@ -154,11 +148,11 @@ class Transcriber:
         wav = torch.zeros(len(segments), int(lens.max()))
         for i, s in enumerate(segments):
             wav[i, : len(s)] = torch.from_numpy(s)
-        out = self.model(wav.to(self.device), lens.to(self.device))
-        if isinstance(out, list):  # an ensemble (asr.models.ensemble): one output per member
-            hyps = self._ensemble_hypotheses([(lp.cpu(), n.cpu()) for lp, n in out], segments)
+        out = [(lp.cpu(), n.cpu()) for lp, n in self.model.ctc_posteriors(wav.to(self.device), lens.to(self.device))]
+        if len(out) > 1:  # an ensemble's members (asr.models.ensemble): their proposals are ranked
+            hyps = self._ensemble_hypotheses(out, segments)
         else:
-            hyps = self._hypotheses(out[0].cpu(), out[1].cpu(), segments)
+            hyps = self._hypotheses(*out[0], segments)
         # Silence, steady noise, hum or a DC offset: whatever the model makes of it, no words
         # (a digits model heard digits in white noise with confidence 0.77).
         return [h if not self.vad or self._has_speech(s) else Hypothesis("", [], [], h.score)
@@ -208,7 +202,7 @@ class Transcriber:
     def _ensemble_hypotheses(self, outputs: list[tuple[torch.Tensor, torch.Tensor]],
                              segments: list[np.ndarray]) -> list[Hypothesis]:
         """Every member's proposals, ranked by the members' mean exact CTC log-likelihood + LM terms."""
-        vocab, members = self.model.vocab, self.model.members
+        vocab, members = self.model.vocab, self.model.ctc_members()
         proposed = [proposals(lp, n, vocab, self.beam) for lp, n in outputs]
         lm_score = self.beam.lm_score if self.beam is not None else None
         hyps = []

@@ -28,9 +28,11 @@ import torch
 from tqdm import tqdm
 
 from .metrics import ErrorStats, corpus_cer, corpus_wer
+from .text import Vocabulary
 
 DUMP_FILE = "dev_logprobs.npz"
 _DUMP_FIELDS = ("utt_ids", "refs", "lengths", "log_probs", "labels", "blank_id", "key")
+# required; "unit" is not: dumps written before it was recorded are of character models
 
 
 class TuneError(ValueError):
@@ -46,6 +48,11 @@ class Posteriors:
     labels: list[str]
     blank_id: int = 0
     key: str = ""  # what they were computed from (model weights + data dir), to know a stale file
+    unit: str = "char"  # the vocabulary's (Vocabulary.unit): a word model's labels join differently
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return Vocabulary(self.labels, self.unit)
 
     def save(self, path: str | os.PathLike) -> None:
         # plain arrays only (no object dtype), so loading needs no pickle
@@ -53,13 +60,14 @@ class Posteriors:
                  lengths=np.array([len(x) for x in self.log_probs], dtype=np.int64),
                  log_probs=np.concatenate(self.log_probs).astype(np.float32) if self.log_probs
                  else np.zeros((0, len(self.labels)), np.float32),
-                 labels=np.array(self.labels, dtype=str), blank_id=np.array(self.blank_id), key=np.array(self.key))
+                 labels=np.array(self.labels, dtype=str), blank_id=np.array(self.blank_id), key=np.array(self.key),
+                 unit=np.array(self.unit))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Posteriors":
         try:
             with np.load(path, allow_pickle=False) as z:
-                d = {f: z[f] for f in _DUMP_FIELDS if f in z.files}
+                d = {f: z[f] for f in _DUMP_FIELDS + ("unit",) if f in z.files}
         except (OSError, ValueError) as e:
             raise TuneError(f"{path}: cannot read the log-probability dump ({e})") from None
         missing = [f for f in _DUMP_FIELDS if f not in d]
@@ -71,7 +79,7 @@ class Posteriors:
             raise TuneError(f"{path}: field 'log_probs' {flat.shape} does not match 'lengths' "
                             f"(sum {int(lengths.sum())}), 'labels' ({len(d['labels'])}) and 'utt_ids'")
         return cls(d["utt_ids"].tolist(), d["refs"].tolist(), np.split(flat, np.cumsum(lengths)[:-1]),
-                   d["labels"].tolist(), int(d["blank_id"]), str(d["key"]))
+                   d["labels"].tolist(), int(d["blank_id"]), str(d["key"]), str(d.get("unit", "char")))
 
 
 def dump_key(model, data_dir: str | os.PathLike) -> str:
@@ -120,7 +128,7 @@ def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16)
             log_probs[k] = out[i, :int(out_lens[i])].float().cpu().numpy()
     kept = [u for u in utts if u.utt_id in log_probs]
     return Posteriors([u.utt_id for u in kept], [u.text for u in kept], [log_probs[u.utt_id] for u in kept],
-                      list(model.vocab.tokens), model.vocab.blank_id, dump_key(model, data_dir))
+                      list(model.vocab.tokens), model.vocab.blank_id, dump_key(model, data_dir), model.vocab.unit)
 
 
 def _padded(chunk: list[np.ndarray], num_labels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,26 +142,27 @@ def _padded(chunk: list[np.ndarray], num_labels: int) -> tuple[torch.Tensor, tor
 def proposals(post: Posteriors, decoder=None, batch: int = 32) -> list[list[tuple[list[int], list[int]]]]:
     """Per utterance: the greedy path (decoder None) or the beam decoder's n-best list."""
     from .decode import proposals as batch_proposals
-    from .text import Vocabulary
 
-    vocab, out = Vocabulary(post.labels), []
+    vocab, out = post.vocab, []
     for s in range(0, len(post.log_probs), batch):
         out += batch_proposals(*_padded(post.log_probs[s:s + batch], len(post.labels)), vocab, decoder)
     return out
 
 
-def _text(post: Posteriors, labels: list[int]) -> str:
-    """Single spaces, no edge spaces."""
-    return " ".join("".join(post.labels[t] for t in labels if t != post.blank_id).split())
+def _text(vocab: Vocabulary, labels: list[int]) -> str:
+    """The transcript `asr decode` writes for these labels: single spaces, no edge spaces."""
+    return " ".join(vocab.decode(labels).split())
 
 
 def greedy_texts(post: Posteriors) -> list[str]:
-    return [_text(post, p[0][0]) for p in proposals(post)]
+    vocab = post.vocab
+    return [_text(vocab, p[0][0]) for p in proposals(post)]
 
 
 def beam_texts(decoder, post: Posteriors, batch: int = 32) -> list[str]:
     """Best beam of each utterance as text."""
-    return [_text(post, p[0][0]) for p in proposals(post, decoder, batch)]
+    vocab = post.vocab
+    return [_text(vocab, p[0][0]) for p in proposals(post, decoder, batch)]
 
 
 def ensemble_texts(posts: list[Posteriors], vocab, decoder=None) -> list[str]:
@@ -231,7 +240,7 @@ def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLi
     d.decoder, d.beam_width = "beam", int(best["beam_width"])
     d.alpha, d.beta = float(best["alpha"]), float(best["beta"])
     d.lm = package_relative_lm(lm, out_path)
-    info = dict(getattr(model, "info", {}) or {})
+    info = dict(model.info)
     info["tuned"] = {k: best[k] for k in ("alpha", "beta", "beam_width", "wer", "data", "lm", "greedy_wer")}
     return save_package(model, out_path, info, half=model.package_half)
 
@@ -240,6 +249,7 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
          out_dir: str | os.PathLike, alphas: Sequence[float], betas: Sequence[float], beams: Sequence[int], *,
          lexicon: str | os.PathLike | None = None, batch_size: int = 16, device: str = "cpu") -> dict:
     """The whole `asr tune`: dump (or reuse) dev log-probs, grid search, write results and package."""
+    from .models import RECOGNIZERS
     from .pretrained import load_model, resolve
 
     out = Path(out_dir)
@@ -247,14 +257,14 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
     if lm is not None and not os.path.isfile(lm):
         raise FileNotFoundError(f"--lm {lm}: no such file")
     package = resolve(model)
-    acoustic = load_model(package, device)
-    members = list(getattr(acoustic, "members", None) or [acoustic])  # an ensemble: each member's
+    acoustic = load_model(package, device, arch=RECOGNIZERS)
+    members = acoustic.ctc_members()  # an ensemble: each member's own posteriors
     posts = []
     for i, member in enumerate(members):
         dump = out / (DUMP_FILE if len(members) == 1 else DUMP_FILE.replace(".npz", f".member{i}.npz"))
         key = dump_key(member, data_dir)
         post = Posteriors.load(dump) if dump.exists() else None
-        if post is None or post.key != key:
+        if post is None or post.key != key or post.unit != member.vocab.unit:
             post = compute_posteriors(member, data_dir, batch_size)
             post.save(dump)
         posts.append(post)
@@ -308,18 +318,3 @@ def run(a: argparse.Namespace) -> int:
     print(f"best: alpha={best['alpha']} beta={best['beta']} beam_width={best['beam_width']} "
           f"WER {best['wer']:.2f} (greedy {best['greedy_wer']:.2f}) -> {Path(a.out_dir, 'model.safetensors')}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m asr.tune", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    a = p.parse_args(argv)
-    try:
-        return run(a)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"asr tune: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

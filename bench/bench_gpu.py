@@ -88,7 +88,7 @@ def run(model, batches, device, steps: int, amp: bool, sr: int, lr: float, clip:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = model.compute_loss(batch)
             opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             if done >= warmup:

@@ -97,7 +97,7 @@ def naive_loop(cfg, utts, batch_size: int, steps: int, device: str) -> dict:
             batch.to(device)
             out = model.compute_loss(batch)
             opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
             opt.step()
             if done >= warmup:

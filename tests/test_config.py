@@ -32,3 +32,10 @@ def test_base_config_is_merged(tmp_path):
     write(tmp_path, "loop.yaml", "base: loop.yaml\n")
     with pytest.raises(ConfigError, match="too deep"):
         load_config(tmp_path / "loop.yaml")
+
+
+def test_a_retired_key_of_an_old_package_header_is_read_and_ignored():
+    cfg = load_config(data={"decode": {"decoder": "beam", "batch_size": 16}})
+    assert cfg.decode.decoder == "beam" and not hasattr(cfg.decode, "batch_size")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(data={"decode": {"batch_sise": 16}})

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asr.audio import AudioError, save_audio
-from asr.datadir import (DataDirError, Utterance, main, read_data_dir, read_manifest, read_text_file, subset,
+from asr.datadir import (DataDirError, Utterance, read_data_dir, read_manifest, read_text_file, subset,
                          validate_data_dir, write_data_dir, write_text_file)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,6 +273,12 @@ def test_validator_reads_audio(tmp_path):
     assert validate_data_dir(d, check_audio=False) == []
 
 
+def main(argv: list[str]) -> int:
+    from asr import cli
+
+    return cli.main(["datadir", *argv])
+
+
 def test_cli(data_dir, capsys):
     assert main(["validate", str(data_dir), "--no-audio", "--allow-pipes"]) == 0
     assert "valid (4 utterances)" in capsys.readouterr().out
@@ -283,7 +289,7 @@ def test_cli(data_dir, capsys):
 
 def test_cli_as_module(data_dir):
     (data_dir / "text").write_text("zzz a\n")
-    proc = subprocess.run([sys.executable, "-m", "asr.datadir", "validate", str(data_dir)],
+    proc = subprocess.run([sys.executable, "-m", "asr", "datadir", "validate", str(data_dir)],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 1
     assert f"{data_dir / 'text'}:1: utt id 'zzz' is not in wav.scp" in proc.stdout

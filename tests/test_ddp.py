@@ -121,7 +121,7 @@ def test_two_ranks_stream_shards_to_the_end(tmp_path):
     # Shards dealt to ranks rarely hold equal audio: the loader must still give both ranks the
     # same number of batches, or the rank that runs dry first leaves the other hanging in all-reduce.
     data = make_data(tmp_path, n=24)
-    r = subprocess.run([sys.executable, "-m", "asr.shards", "write", str(data), str(tmp_path / "shards"),
+    r = subprocess.run([sys.executable, "-m", "asr", "shards", "write", str(data), str(tmp_path / "shards"),
                         "--max-shard-mb", "0.04"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     exp = tmp_path / "ddp"

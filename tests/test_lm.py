@@ -81,6 +81,6 @@ def test_train_binary_and_decode_with_it(tmp_path):
 def test_cli_train(tmp_path):
     text = tmp_path / "text"
     text.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "asr.lm", "train", "--order", "2", str(text),
+    subprocess.run([sys.executable, "-m", "asr", "lm", "train", "--order", "2", str(text),
                     str(tmp_path / "out.arpa")], check=True, capture_output=True)
     assert "ngram 2=" in (tmp_path / "out.arpa").read_text(encoding="utf-8")

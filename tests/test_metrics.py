@@ -108,7 +108,7 @@ def test_score_files_and_missing_hyp(tmp_path):
 def test_cli(tmp_path: Path):
     (tmp_path / "ref").write_text("u1 a b c\nu2 d e\n", encoding="utf-8")
     (tmp_path / "hyp").write_text("u1 a b\nu2 d e f\n", encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "asr.metrics", str(tmp_path / "ref"),
+    out = subprocess.run([sys.executable, "-m", "asr", "score", str(tmp_path / "ref"),
                           str(tmp_path / "hyp"), str(tmp_path / "dec")],
                          capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == "%WER 40.00 [ 2 / 5, 1 ins, 1 del, 0 sub ]"

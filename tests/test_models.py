@@ -94,3 +94,32 @@ def test_word_unit_timings_split_every_word():
 def test_ctc_min_frames_counts_repeats():
     assert ctc_min_frames([1, 2, 3]) == 3
     assert ctc_min_frames([1, 1, 2, 2, 2]) == 8
+
+
+def test_every_arch_keeps_the_model_contract(tmp_path):
+    """The package loader, the trainer and the pipelines read these from the class and the
+    instance, never from tables or probes: a new model that forgets one fails here."""
+    from asr.models import _ARCHS, CTCEnsemble, model_class
+    from asr.models.base import Model, Recognizer, TrainableModel
+    from asr.train import train
+
+    for arch, cls in _ARCHS.items():
+        assert issubclass(cls, Model) and cls.arch == arch and model_class(arch) is cls
+        if issubclass(cls, TrainableModel):
+            assert cls.best_metric[1] in ("min", "max")
+    cfg = ExperimentConfig(features=FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80,
+                                                  n_mels=16), model=ModelConfig(num_layers=1, hidden_size=8))
+    one = CTCModel(cfg, Vocabulary.from_texts(["ab"])).eval()
+    assert one.info == {} and one.package_path is None and one.package_lm is None
+    ens = CTCEnsemble([one, CTCModel(cfg, one.vocab).eval()])
+    wav, lens = torch.randn(2, 1600), torch.tensor([1600, 900])
+    # one method, one shape: a list with one (log-probs, lengths) pair per member, for both
+    for model in (one, ens):
+        assert isinstance(model, Recognizer)
+        out = model.ctc_posteriors(wav, lens)
+        assert len(out) == len(model.ctc_members())
+        for (lp, n), member in zip(out, model.ctc_members()):
+            torch.testing.assert_close(lp, member(wav, lens)[0])
+    cfg.model.arch = "ctc-ensemble"
+    with pytest.raises(ValueError, match="model.arch: ctc-ensemble models are not trained"):
+        train(cfg, tmp_path / "exp")

@@ -119,3 +119,21 @@ def test_checkpoint_round_trip_and_truncation(tmp_path):
 def test_models_command_lists_digits():
     res = subprocess.run([sys.executable, "-m", "asr", "models"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0 and "digits" in res.stdout and "WER" in res.stdout
+
+
+def test_load_model_refuses_another_kind_of_model_from_its_header(tmp_path, monkeypatch, capsys):
+    from asr import cli
+    from asr.models import RECOGNIZERS
+
+    path = save_package(tiny_model(), tmp_path / "ctc.safetensors")
+    assert load_model(path, arch=RECOGNIZERS).arch == "ctc"
+    # the header alone decides: the weights of a model the caller cannot use are never read
+    monkeypatch.setattr("asr.pretrained.load_package", lambda *a, **k: pytest.fail("weights loaded"))
+    with pytest.raises(PackageError, match=r"ctc.safetensors: a ctc model, not a speaker model"):
+        load_model(path, arch="speaker")
+    monkeypatch.undo()
+    wav = tmp_path / "x.wav"
+    wav.write_bytes(b"")  # never opened: the model is refused first
+    assert cli.main(["transcribe", "--model", "digits-speaker", str(wav)]) == 2
+    assert ("asr transcribe: error: digits-speaker: a speaker model, not a speech recognition model"
+            in capsys.readouterr().err)

@@ -180,7 +180,7 @@ def test_full_disk_leaves_no_loadable_partial_shard(tmp_path, monkeypatch):
 def test_pipe_urls_keep_filter_and_cli(tmp_path):
     utts = make_utts(tmp_path, n=12)
     write_data_dir(tmp_path / "data", utts)
-    cli = [sys.executable, "-m", "asr.shards"]
+    cli = [sys.executable, "-m", "asr", "shards"]
     r = subprocess.run([*cli, "write", str(tmp_path / "data"), str(tmp_path / "out"), "--max-shard-mb", "0.02"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -209,7 +209,7 @@ def test_trainer_streams_from_shards_not_from_the_source_audio(tmp_path):
         utts.append(Utterance(u.utt_id, str(copy), u.text, u.speaker))
     data = tmp_path / "data"
     write_data_dir(data, utts)
-    r = subprocess.run([sys.executable, "-m", "asr.shards", "write", str(data), str(tmp_path / "shards"),
+    r = subprocess.run([sys.executable, "-m", "asr", "shards", "write", str(data), str(tmp_path / "shards"),
                         "--max-shard-mb", "0.05"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     rng = np.random.default_rng(0)
@@ -237,7 +237,7 @@ def test_trainer_kill_and_resume_from_shards_equals_uninterrupted_run(tmp_path):
     from .test_train import final_weights, make_data, run_train, write_config
 
     data = make_data(tmp_path, n=16)
-    assert subprocess.run([sys.executable, "-m", "asr.shards", "write", str(data), str(tmp_path / "shards"),
+    assert subprocess.run([sys.executable, "-m", "asr", "shards", "write", str(data), str(tmp_path / "shards"),
                            "--max-shard-mb", "0.03"], cwd=ROOT, capture_output=True).returncode == 0
     conf = write_config(tmp_path, data, max_steps=8, train_shards=str(tmp_path / "shards"), num_workers=2)
     assert run_train(conf, tmp_path / "ref").returncode == 0

@@ -13,8 +13,9 @@ from asr.datadir import Utterance, read_data_dir, write_data_dir
 from asr.models import model_class
 from asr.models.speaker import AttentiveStatsPooling, SpeakerModel
 from asr.pretrained import EMBEDDED_DIR, load_package, save_package
-from asr.speaker import (SpeakerDB, SpeakerDBError, add_speaker_commands, eer, eer_threshold, enroll, evaluate,
-                         identify, main, min_dcf, verify)
+from asr.metrics import eer, eer_threshold, min_dcf
+from asr import cli
+from asr.speaker import SpeakerDB, SpeakerDBError, add_speaker_commands, enroll, evaluate, identify, verify
 
 from .conftest import FSDD, YESNO
 
@@ -97,12 +98,12 @@ def test_loss_drops_unknown_speakers_and_speed_speakers_get_their_own_class():
     batch = Batch(["u1", "u2", "u3"], torch.randn(3, 4000) * 0.1, torch.tensor([4000, 3000, 2500]),
                   ["", "", ""], ["a", "b", "stranger"])
     out = model.compute_loss(batch)
-    assert [u for u, _ in out["dropped"]] == ["u3"] and "stranger" in out["dropped"][0][1]
-    assert out["utts"] == 2 and torch.isfinite(out["loss"])
-    out["loss"].backward()
+    assert [u for u, _ in out.dropped] == ["u3"] and "stranger" in out.dropped[0][1]
+    assert out.utts == 2 and torch.isfinite(out.loss)
+    out.loss.backward()
     assert model.embedding.weight.grad is not None
     none = model.compute_loss(Batch(["x"], torch.randn(1, 100), torch.tensor([100]), [""], ["stranger"]))
-    assert none["loss"] is None and none["utts"] == 0
+    assert none.loss is None and none.utts == 0
 
 
 def test_config_and_training_data_errors_are_named():
@@ -347,6 +348,10 @@ def bad_files(tmp_path):
     text = tmp_path / "notes.wav"
     text.write_text("not audio at all")
     return [str(tmp_path / "missing.wav"), str(empty), str(text)]
+
+
+def main(argv: list[str]) -> int:
+    return cli.main(["speaker", *argv])
 
 
 def test_cli_bad_input_is_named_and_the_rest_processed(tmp_path, tiny, wavs, capsys):

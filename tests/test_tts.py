@@ -82,16 +82,16 @@ def test_teacher_forced_shapes_and_finite_loss():
     torch.testing.assert_close(align.sum(-1), torch.ones(3, mel.size(1) // 2))  # a distribution per step
     assert float(align.detach()[1, :, int(text_lens[1]):].abs().sum()) == 0.0  # no attention on padding
     out = model.compute_loss(batch)
-    assert torch.isfinite(out["loss"]) and out["utts"] == 3 and out["tokens"] == int(mel_lens.sum())
-    out["loss"].backward()
+    assert torch.isfinite(out.loss) and out.utts == 3 and out.tokens == int(mel_lens.sum())
+    out.loss.backward()
     assert model.encoder.embedding.weight.grad is not None and model.speaker_embedding is None
 
 
 def test_bad_training_utterances_are_dropped_and_named():
     model = tiny_model(speakers=("a", "b"))
     out = model.compute_loss(batch_of(["one two", "one ten!", "three"], ["a", "a", "zed"]))
-    assert [u for u, _ in out["dropped"]] == ["u1", "u2"]
-    assert "'!'" in out["dropped"][0][1] and "zed" in out["dropped"][1][1] and out["utts"] == 1
+    assert [u for u, _ in out.dropped] == ["u1", "u2"]
+    assert "'!'" in out.dropped[0][1] and "zed" in out.dropped[1][1] and out.utts == 1
     assert "can't say" in model.check_utterance(Utterance("x", "x.wav", "hello", "a", 1.0))
     assert "max_decoder_steps" in model.check_utterance(Utterance("x", "x.wav", "one", "a", 30.0))
     assert model.check_utterance(Utterance("x", "x.wav", "one 2", "a", 0.5)) is None
@@ -304,9 +304,9 @@ def test_tiny_model_overfits_a_few_utterances():
     for _ in range(60):
         out = model.compute_loss(batch)
         opt.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         opt.step()
-        losses.append(float(out["loss"].detach()))
+        losses.append(float(out.loss.detach()))
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
     res = model.eval().evaluate([batch])
     assert set(res) >= {"loss", "mel", "stop", "attention", "focus"} and res["loss"] < losses[0]
@@ -382,7 +382,7 @@ def test_ljspeech_data_prep_gives_what_tts_training_needs(tmp_path):
     assert all(model.check_utterance(u) is None for u in utts)
     batch = collate([AudioDataset(utts, 22050)[i] for i in range(3)])
     out = model.train().compute_loss(batch)
-    assert out["utts"] == 3 and torch.isfinite(out["loss"])
+    assert out.utts == 3 and torch.isfinite(out.loss)
 
 
 def test_fsdd_prep_keeps_only_the_chosen_speakers(tmp_path):
@@ -418,7 +418,7 @@ def test_gru_decoder_trains_and_decodes():
     torch.manual_seed(0)
     model = TTSModel(cfg, Vocabulary.from_texts(TEXTS), ["a"]).train()
     out = model.compute_loss(batch_of(TEXTS))
-    out["loss"].backward()
-    assert torch.isfinite(out["loss"]) and model.decoder_rnn.weight_hh.grad is not None
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.decoder_rnn.weight_hh.grad is not None
     ids, lens, spk = text_batch(model.eval(), ["nine"])
     assert model.infer(ids, lens, spk, max_steps=4, stop_threshold=1.1)["mel"].shape == (1, 8, 20)

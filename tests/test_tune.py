@@ -12,7 +12,9 @@ from asr.models import CTCModel
 from asr.pretrained import load_model, read_package, save_package
 from asr.text import Vocabulary
 from asr.transcribe import Transcriber
-from asr.tune import DUMP_FILE, Posteriors, TuneError, grid_search, main as tune_main, tune
+from asr.decode import greedy_decode
+from asr import cli
+from asr.tune import DUMP_FILE, Posteriors, TuneError, compute_posteriors, greedy_texts, grid_search, tune
 from data_prep import espeak
 from tests.helpers import write_arpa
 
@@ -59,6 +61,35 @@ def test_posteriors_round_trip_and_bad_dump_is_named(tmp_path):
     np.savez(tmp_path / "bad.npz", utt_ids=np.array(["u"]))
     with pytest.raises(TuneError, match=r"bad.npz: not a log-probability dump \(no field 'refs'\)"):
         Posteriors.load(tmp_path / "bad.npz")
+
+
+def test_tune_reads_a_word_unit_model_as_decode_does(tmp_path):
+    """A word model that emits yes, <blank>, yes, space, no has said "yes no" (one yes stretched
+    over a blank, see Vocabulary.word_starts): tune must score the transcript decode writes."""
+    vocab = Vocabulary(["<blank>", " ", "no", "yes"], unit="word")
+    cfg = ExperimentConfig(features=FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80,
+                                                  n_mels=16),
+                           model=ModelConfig(num_layers=1, hidden_size=8, unit="word"))
+    model = CTCModel(cfg, vocab)
+    path = [3, 0, 3, 1, 2]
+    lp = torch.full((len(path), len(vocab)), -20.0)
+    lp[range(len(path)), path] = 0.0
+    lp = lp.log_softmax(-1)
+    model.forward = lambda wav, lens: (lp.expand(len(wav), -1, -1), torch.full((len(wav),), len(path)))
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    sf.write(dev / "u.wav", np.zeros(4000, np.float32), 8000)
+    (dev / "wav.scp").write_text(f"u {dev / 'u.wav'}\n")
+    (dev / "text").write_text("u yes no\n")
+    post = compute_posteriors(model, dev)
+    decoded = greedy_decode(lp[None], torch.tensor([len(path)]), vocab)[0].text
+    assert greedy_texts(post) == [decoded] == ["yes no"]
+    post.save(tmp_path / "p.npz")  # the dump keeps the unit, so a reused dump decodes the same
+    assert greedy_texts(Posteriors.load(tmp_path / "p.npz")) == ["yes no"]
+
+
+def tune_main(argv: list[str]) -> int:
+    return cli.main(["tune", *argv])
 
 
 @pytest.fixture

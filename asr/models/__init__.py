@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 from .acoustic import CTCModel
+from .checks import RECOGNIZERS, check_arch
 from .ensemble import CTCEnsemble
 from .speaker import SpeakerModel
 from .tts import TTSModel
 
+__all__ = ["CTCModel", "CTCEnsemble", "SpeakerModel", "TTSModel", "RECOGNIZERS", "check_arch", "model_class"]
+
 _ARCHS = {"ctc": CTCModel, "ctc-ensemble": CTCEnsemble, "speaker": SpeakerModel, "tts": TTSModel}
-
-
-def register(cls) -> None:
-    _ARCHS[cls.arch] = cls
 
 
 def model_class(arch: str):

@@ -5,8 +5,11 @@ import torch
 from torch import nn
 
 from ..config import ExperimentConfig
+from ..decode import greedy_decode
 from ..features import Frontend, lengths_to_mask
+from ..metrics import corpus_cer, corpus_wer
 from ..text import Vocabulary, ctc_min_frames
+from .base import Loss, Recognizer, TrainableModel
 from .rnn import StackedRNN
 
 
@@ -98,12 +101,12 @@ class Lookahead(nn.Module):
         return nn.functional.hardtanh(self.conv(x.transpose(1, 2)).transpose(1, 2), 0.0, 20.0)
 
 
-class CTCModel(nn.Module):
+class CTCModel(TrainableModel, Recognizer):
     arch = "ctc"
+    best_metric = ("wer", "min")
 
     def __init__(self, cfg: ExperimentConfig, vocab: Vocabulary):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.vocab = vocab
         m = cfg.model
         self.frontend = Frontend(cfg.features, cfg.augment)
@@ -174,7 +177,13 @@ class CTCModel(nn.Module):
         logits = self.output(self.dropout(x))
         return logits.float().log_softmax(-1), lens
 
-    def compute_loss(self, batch) -> dict:
+    def ctc_members(self) -> list["CTCModel"]:
+        return [self]
+
+    def ctc_posteriors(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [self(wav, wav_lens)]
+
+    def compute_loss(self, batch) -> Loss:
         """CTC loss over the batch; utterances CTC cannot align are dropped and named, never inf."""
         targets = [self.vocab.encode(t, u) for t, u in zip(batch.texts, batch.utt_ids)]
         out_frames = self.output_frames(batch.wav_lens)
@@ -182,7 +191,7 @@ class CTCModel(nn.Module):
         dropped = [(batch.utt_ids[i], f"{int(out_frames[i])} output frames < {ctc_min_frames(targets[i])} "
                     f"needed for its {len(targets[i])} labels") for i in range(len(targets)) if i not in ok]
         if not ok:
-            return {"loss": None, "dropped": dropped, "tokens": 0}
+            return Loss(None, dropped)
         if len(ok) < len(targets):
             idx = torch.tensor(ok)
             wav, wav_lens = batch.wav[idx], batch.wav_lens[idx]
@@ -200,28 +209,7 @@ class CTCModel(nn.Module):
             losses = losses.masked_fill(bad, 0.0)
         tokens = int(tlens[~bad.cpu()].sum())
         # Sum over utterances / tokens: long and short utterances weigh by their label count.
-        return {"loss": losses.sum() / max(tokens, 1), "dropped": dropped, "tokens": tokens,
-                "utts": len(ok) - int(bad.sum())}
-
-    def transcribe(self, audio, sample_rate: int | None = None, **options):
-        """Transcribe a path, a waveform with its sample rate, or a list of either (batched).
-
-        Options are those of `asr.transcribe.Transcriber` (decoder, lm, beam_width, batch_size...).
-        Returns a Transcript (or a list of them) with text, duration and timed words.
-        """
-        from ..transcribe import Transcriber, to_model_rate
-        from ..audio import load_audio
-
-        tr = Transcriber(self, **options)
-        if not isinstance(audio, (list, tuple)):
-            return tr.transcribe(audio, sample_rate)
-        items = []
-        for i, a in enumerate(audio):
-            if isinstance(a, (str, bytes)) or hasattr(a, "__fspath__"):
-                items.append((str(a), load_audio(a, tr.sr)[0]))
-            else:
-                items.append((f"<array {i}>", to_model_rate(a, sample_rate, tr.sr)))
-        return tr.transcribe_arrays(items)
+        return Loss(losses.sum() / max(tokens, 1), dropped, len(ok) - int(bad.sum()), tokens)
 
     def stream(self, sample_rate: int | None = None, **options):
         """A stream for live audio: `s = model.stream(); s.feed(samples) ... s.finish()`.
@@ -230,6 +218,7 @@ class CTCModel(nn.Module):
         takes the options: decoder, lm, beam_width, alpha, beta; sample_rate of the samples fed,
         the model's by default).
         """
+        # the pipeline's Stream, imported here as Recognizer.transcribe imports the Transcriber
         from ..streaming import Stream
 
         return Stream(self, sample_rate=sample_rate, **options)
@@ -237,9 +226,6 @@ class CTCModel(nn.Module):
     @torch.no_grad()
     def evaluate(self, batches) -> dict:
         """Greedy WER/CER and CTC loss over dev batches (the trainer picks the best model by WER)."""
-        from ..decode import greedy_decode
-        from ..metrics import corpus_cer, corpus_wer
-
         refs, hyps, loss_sum, tokens = [], [], 0.0, 0
         for batch in batches:
             log_probs, lens = self(batch.wav, batch.wav_lens)

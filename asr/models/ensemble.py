@@ -17,13 +17,13 @@ from torch import nn
 
 from ..config import ExperimentConfig, load_config
 from .acoustic import CTCModel
+from .base import Recognizer
 
 
-class CTCEnsemble(nn.Module):
+class CTCEnsemble(Recognizer):
     arch = "ctc-ensemble"
 
     def __init__(self, members: list[CTCModel], cfg: ExperimentConfig | None = None, names: list[str] | None = None):
-        super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
         names = names or [f"member {i}" for i in range(len(members))]
@@ -38,8 +38,8 @@ class CTCEnsemble(nn.Module):
             if m.cfg.features.sample_rate != first.cfg.features.sample_rate:
                 raise ValueError(f"{name}: sample rate {m.cfg.features.sample_rate} differs from {names[0]}'s "
                                  f"{first.cfg.features.sample_rate}")
+        super().__init__(cfg or first.cfg)  # what the ensemble is decoded with (cfg.decode) and its sample rate
         self.members = nn.ModuleList(members)
-        self.cfg = cfg or first.cfg  # what the ensemble is decoded with (cfg.decode) and its sample rate
         self.vocab = first.vocab
 
     @property
@@ -59,8 +59,11 @@ class CTCEnsemble(nn.Module):
             members.append(CTCModel.from_package_meta(member_cfg, entry["model_meta"]))
         return cls(members, cfg)
 
-    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(log-probabilities, lengths) of every member: frame rates may differ between members."""
-        return [m(wav, wav_lens) for m in self.members]
+    def ctc_members(self) -> list[CTCModel]:
+        return list(self.members)
 
-    transcribe = CTCModel.transcribe
+    def ctc_posteriors(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self(wav, wav_lens)
+
+    def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [m(wav, wav_lens) for m in self.members]

@@ -32,7 +32,6 @@ Speaker-specific knobs live in `model.extra` (unknown keys are errors):
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import nn
@@ -40,7 +39,9 @@ from torch.nn import functional as F
 
 from ..config import ExperimentConfig
 from ..features import Frontend, lengths_to_mask, speed_perturb
+from ..metrics import eer, min_dcf
 from .acoustic import SUBSAMPLERS, ConvSubsample, FrameStack
+from .base import Loss, TrainableModel
 from .rnn import StackedRNN
 
 EXTRA_DEFAULTS = {"head": "amsoftmax", "margin": 0.2, "scale": 30.0, "attention_dim": 128, "speed_speakers": [],
@@ -124,17 +125,16 @@ class SoftmaxHead(nn.Linear):
         return super().forward(emb.float())
 
 
-class SpeakerModel(nn.Module):
+class SpeakerModel(TrainableModel):
     arch = "speaker"
+    best_metric = ("eer", "min")
 
     def __init__(self, cfg: ExperimentConfig, speakers: list[str]):
-        super().__init__()
         if len(speakers) < 2:
             raise ValueError(f"speaker model: needs at least 2 training speakers, got {speakers}")
-        self.cfg = cfg
+        super().__init__(cfg)
         self.speakers = list(speakers)
         self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
-        self.info: dict = {}
         m = cfg.model
         extra = speaker_extra(cfg)
         self.frontend = Frontend(cfg.features, cfg.augment)
@@ -264,6 +264,10 @@ class SpeakerModel(nn.Module):
         self._set_backend(kind, emb.mean(0), emb.std(0).clamp(min=1e-6), st.mean(0), transform)
         return {"utterances": len(spks), "speakers": int(labels.max()) + 1}
 
+    def after_training(self, batches) -> dict:
+        """The scoring back-end, fitted on the training data with the weights that ship."""
+        return {"backend": self.fit_backend(batches)}
+
     def _labels(self, batch) -> tuple[list[int], list[tuple[str, str]]]:
         ok, dropped = [], []
         for i, (utt, spk) in enumerate(zip(batch.utt_ids, batch.speakers)):
@@ -273,11 +277,11 @@ class SpeakerModel(nn.Module):
                 dropped.append((utt, f"speaker {spk!r} is not a training speaker of this model"))
         return ok, dropped
 
-    def compute_loss(self, batch) -> dict:
+    def compute_loss(self, batch) -> Loss:
         """Cross-entropy of the classifier head, averaged over the batch's utterances."""
         ok, dropped = self._labels(batch)
         if not ok:
-            return {"loss": None, "dropped": dropped, "tokens": 0, "utts": 0}
+            return Loss(None, dropped)
         wav, wav_lens = batch.wav, batch.wav_lens
         if len(ok) < len(batch):
             idx = torch.tensor(ok, device=wav.device)
@@ -289,7 +293,7 @@ class SpeakerModel(nn.Module):
             wav, wav_lens, labels = self._speed_speakers(wav, wav_lens, labels)
         logits = self.head(self(wav, wav_lens), labels)
         loss = F.cross_entropy(logits, labels)
-        return {"loss": loss, "dropped": dropped, "tokens": len(ok), "utts": len(ok)}
+        return Loss(loss, dropped, len(ok), len(ok))
 
     def _speed_speakers(self, wav, wav_lens, labels):
         """Each utterance at a random speed of extra.speed_speakers, relabelled as that speed's speaker."""
@@ -307,8 +311,6 @@ class SpeakerModel(nn.Module):
     def evaluate(self, batches) -> dict:
         """EER (%) and minDCF over all dev pairs by cosine; classifier accuracy (%) and loss on
         dev utterances of training speakers. The trainer keeps the model with the lowest EER."""
-        from ..speaker import eer, min_dcf
-
         embs, spks, loss_sum, correct, known = [], [], 0.0, 0, 0
         for batch in batches:
             emb = self(batch.wav, batch.wav_lens).float()

@@ -47,6 +47,7 @@ from torch.nn import functional as F
 from ..config import ExperimentConfig
 from ..features import GlobalCMVN, LogMel, compute_cmvn, lengths_to_mask
 from ..text import Vocabulary, spell_digits, unsayable
+from .base import Loss, TrainableModel
 from .rnn import CELLS, RecurrentLayer
 
 EXTRA_DEFAULTS = {
@@ -163,16 +164,15 @@ class Postnet(nn.Module):
         return x + y.transpose(1, 2)
 
 
-class TTSModel(nn.Module):
+class TTSModel(TrainableModel):
     arch = "tts"
+    best_metric = ("loss", "min")
 
     def __init__(self, cfg: ExperimentConfig, vocab: Vocabulary, speakers: list[str]):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.vocab = vocab
         self.speakers = list(speakers)
         self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
-        self.info: dict = {}
         m = cfg.model
         if m.cell not in CELLS:
             raise ValueError(f"model.cell: {m.cell!r} is not one of {sorted(CELLS)}")
@@ -426,13 +426,13 @@ class TTSModel(nn.Module):
         return {"loss": loss, "mel": mel_loss, "stop": stop_loss, "attention": att_loss, "align": align,
                 "frames": int(mel_lens.sum())}
 
-    def compute_loss(self, batch) -> dict:
+    def compute_loss(self, batch) -> Loss:
         """L1 + L2 mel loss before and after the postnet, stop-token BCE and guided attention."""
         targets, dropped = self._targets(batch)
         if targets is None:
-            return {"loss": None, "dropped": dropped, "tokens": 0, "utts": 0}
+            return Loss(None, dropped)
         out = self._losses(*targets)
-        return {"loss": out["loss"], "dropped": dropped, "tokens": out["frames"], "utts": len(targets[0])}
+        return Loss(out["loss"], dropped, len(targets[0]), out["frames"])
 
     @torch.no_grad()
     def evaluate(self, batches) -> dict:
@@ -455,9 +455,6 @@ class TTSModel(nn.Module):
         if not n:
             raise ValueError("tts model: no dev utterances to evaluate")
         return {k: v / n for k, v in sums.items()}
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def text_batch(model: TTSModel, texts: list[str], speakers: list[str | None] | None = None,

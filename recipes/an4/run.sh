@@ -26,31 +26,31 @@ force=false
 
 if stage 0 prepare; then
   python -m data_prep.an4 ${corpus_dir:+--corpus-dir "$corpus_dir"} --dev-utts "$dev_utts" data
-  for s in train dev test; do python -m asr.datadir validate data/$s; done
+  for s in train dev test; do asr datadir validate data/$s; done
   done_stage 0 prepare
 fi
 
 if stage 1 cmvn; then
-  python -m asr cmvn --config "$config" -o exp/cmvn.json data/train
+  asr cmvn --config "$config" -o exp/cmvn.json data/train
   done_stage 1 cmvn
 fi
 
 if stage 2 train; then
   start=$SECONDS
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/an4 \
+  asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/an4 \
     features.cmvn=exp/cmvn.json $train_args
   echo $((SECONDS - start)) > "$exp/train_seconds"
   done_stage 2 train
 fi
 
 if stage 3 decode; then
-  python -m asr decode --model "$exp" --decoder greedy --data data/test --out-dir "$exp/decode_test"
-  python -m asr decode --model "$exp" --decoder greedy --data data/dev --out-dir "$exp/decode_dev"
+  asr decode --model "$exp" --decoder greedy --data data/test --out-dir "$exp/decode_test"
+  asr decode --model "$exp" --decoder greedy --data data/dev --out-dir "$exp/decode_dev"
   done_stage 3 decode
 fi
 
 if stage 4 package; then
-  python -m asr package --model "$exp" -o "$exp/an4.safetensors" \
+  asr package --model "$exp" -o "$exp/an4.safetensors" \
     --info data="AN4 train (74 speakers less the dev ones)" --info recipe=recipes/an4 \
     --info "result=test $(head -1 "$exp/decode_test/wer" | cut -d' ' -f1-2)"
   done_stage 4 package
@@ -76,18 +76,18 @@ if stage 6 lm; then
   [ -x ../../tools/bin/lmplz ] || ../../tools/install_kenlm.sh
   mkdir -p exp/lm
   cut -s -d' ' -f2- data/train/text > exp/lm/train_text.txt  # training transcripts only
-  python -m asr.lm train --order "$lm_order" exp/lm/train_text.txt "$lm"
+  asr lm train --order "$lm_order" exp/lm/train_text.txt "$lm"
   done_stage 6 lm
 fi
 
 if stage 7 tune; then
-  python -m asr tune --model "$exp" --data data/dev --lm "$lm" --out-dir "$exp/tune" \
+  asr tune --model "$exp" --data data/dev --lm "$lm" --out-dir "$exp/tune" \
     --alphas 0.3,0.6,1.0,1.5 --betas 0,1,2 --beams 16,32
   done_stage 7 tune
 fi
 
 if stage 8 decode_lm; then
-  python -m asr decode --model "$exp/tune/model.safetensors" --data data/test --out-dir "$exp/decode_test_lm"
+  asr decode --model "$exp/tune/model.safetensors" --data data/test --out-dir "$exp/decode_test_lm"
   {
     echo "Beam + word ${lm_order}-gram (tuned on dev: $(python -c "import json;b=json.load(open('$exp/tune/best.json'));print(f\"alpha {b['alpha']}, beta {b['beta']}, beam {b['beam_width']}\")")):"
     echo '```'

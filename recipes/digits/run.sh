@@ -43,30 +43,30 @@ sets="test test_conn"
 
 if stage 0 prepare; then
   python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} --num-conn-train 1200 data
-  for s in train dev test train_conn dev_conn test_conn; do python -m asr.datadir validate data/$s; done
+  for s in train dev test train_conn dev_conn test_conn; do asr datadir validate data/$s; done
   done_stage 0 prepare
 fi
 
 if stage 1 cmvn; then
-  python -m asr cmvn --config "$config" -o exp/cmvn.json data/train data/train_conn
+  asr cmvn --config "$config" -o exp/cmvn.json data/train data/train_conn
   done_stage 1 cmvn
 fi
 
 if stage 2 train; then
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/digits \
+  asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/digits \
     features.cmvn=exp/cmvn.json $train_args
   done_stage 2 train
 fi
 
 if stage 3 decode; then
   for s in $sets; do
-    python -m asr decode --model "$exp" --data data/$s --out-dir "$exp/decode_$s"
+    asr decode --model "$exp" --data data/$s --out-dir "$exp/decode_$s"
   done
   done_stage 3 decode
 fi
 
 if stage 4 package; then
-  python -m asr package --model "$exp" -o "$exp/digits.safetensors" \
+  asr package --model "$exp" -o "$exp/digits.safetensors" \
     --info data="FSDD 5 speakers, takes 10-49 + connected strings" --info recipe=recipes/digits \
     --info "result=test $(head -1 "$exp/decode_test/wer" | cut -d' ' -f1-2), test_conn $(head -1 "$exp/decode_test_conn/wer" | cut -d' ' -f1-2)"
   done_stage 4 package
@@ -92,19 +92,19 @@ if stage 7 lm; then
   [ -x ../../tools/bin/lmplz ] || ../../tools/install_kenlm.sh
   mkdir -p exp/lm
   cut -s -d' ' -f2- data/train/text data/train_conn/text > exp/lm/train_text.txt
-  python -m asr.lm train --order "$lm_order" exp/lm/train_text.txt "$lm"
+  asr lm train --order "$lm_order" exp/lm/train_text.txt "$lm"
   done_stage 7 lm
 fi
 
 if stage 8 tune; then
-  python -m asr tune --model "$exp" --data data/dev_conn --lm "$lm" --out-dir "$exp/tune" \
+  asr tune --model "$exp" --data data/dev_conn --lm "$lm" --out-dir "$exp/tune" \
     --alphas 0,0.25,0.5,1 --betas 0,0.5,1,2 --beams 8,32
   done_stage 8 tune
 fi
 
 if stage 9 decode_lm; then
   for s in $sets; do
-    python -m asr decode --model "$exp/tune/model.safetensors" --decoder beam --data data/$s \
+    asr decode --model "$exp/tune/model.safetensors" --decoder beam --data data/$s \
       --out-dir "$exp/decode_${s}_beam_lm"
   done
   done_stage 9 decode_lm
@@ -113,7 +113,7 @@ fi
 if [ "$demo" = true ]; then
   sample=$(head -1 data/test_conn/wav.scp | cut -d' ' -f2)
   echo "== transcribing a sample: $sample (reference: $(head -1 data/test_conn/text | cut -d' ' -f2-))"
-  python -m asr transcribe --model "$exp" --format json "$sample"
+  asr transcribe --model "$exp" --format json "$sample"
 fi
 
 # Leave one speaker out: train on four speakers, test on all 500 clips of the fifth.
@@ -142,11 +142,11 @@ print('\n'.join(sorted({' '.join(r.choice(w) for _ in range(r.randint(2, 7))) fo
     # an existing data dir is kept (its baseline was trained on it), unless --force true
     [ -f "$d/test_conn/wav.scp" ] && [ "$force" != true ] ||
       python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} --num-conn-train 1200 --holdout-speaker "$spk" "$d"
-    python -m asr cmvn --config "$config" -o "$e/cmvn.json" "$d/train" "$d/train_conn" $extra
-    python -m asr train --config "$config" --exp-dir "$e" --resume features.cmvn="$e/cmvn.json" \
+    asr cmvn --config "$config" -o "$e/cmvn.json" "$d/train" "$d/train_conn" $extra
+    asr train --config "$config" --exp-dir "$e" --resume features.cmvn="$e/cmvn.json" \
       train.train_data="[$d/train, $d/train_conn${extra:+, ${extra// /, }}]" train.dev_data="[$d/dev, $d/dev_conn]" $train_args
-    python -m asr decode --model "$e" --data "$d/test" --out-dir "$e/decode_test"
-    python -m asr decode --model "$e" --data "$d/test_conn" --out-dir "$e/decode_test_conn"
+    asr decode --model "$e" --data "$d/test" --out-dir "$e/decode_test"
+    asr decode --model "$e" --data "$d/test_conn" --out-dir "$e/decode_test_conn"
   done
   for spk in $speakers; do
     echo "loso $spk$suffix: test $(head -1 exp/loso_$spk$suffix/decode_test/wer) | test_conn $(head -1 exp/loso_$spk$suffix/decode_test_conn/wer)"
@@ -163,14 +163,14 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
   done
   [ -f "$lm" ] || { echo "$0: stage 11 needs stage 7's LM $lm" >&2; exit 1; }
   # members in fp16: half the size, the same transcripts on test (RESULTS.md)
-  python -m asr ensemble $members -o $ens/members.safetensors --half --lm "$lm"
-  python -m asr tune --model $ens/members.safetensors --data data/dev_conn --lm "$lm" --out-dir $ens/tune \
+  asr ensemble $members -o $ens/members.safetensors --half --lm "$lm"
+  asr tune --model $ens/members.safetensors --data data/dev_conn --lm "$lm" --out-dir $ens/tune \
     --alphas 0,0.25,0.5,1 --betas 0,0.5,1,2 --beams 8,32
-  python -m asr package --model $ens/tune -o $ens/model.safetensors --half  # its LM path rewritten
+  asr package --model $ens/tune -o $ens/model.safetensors --half  # its LM path rewritten
   for s in $sets; do
-    python -m asr decode --model $ens --data data/$s --out-dir $ens/decode_$s
+    asr decode --model $ens --data data/$s --out-dir $ens/decode_$s
   done
-  python -m asr package --model $ens -o $ens/digits.safetensors --half --info recipe=recipes/digits \
+  asr package --model $ens -o $ens/digits.safetensors --half --info recipe=recipes/digits \
     --info data="FSDD 5 speakers, takes 10-49 + connected strings" \
     --info "result=test $(head -1 $ens/decode_test/wer | cut -d' ' -f1-2), test_conn $(head -1 $ens/decode_test_conn/wer | cut -d' ' -f1-2)"
 fi
@@ -188,19 +188,19 @@ write_data_dir('data/an4_digits_test', utts)
 print(f'data/an4_digits_test: {len(utts)} AN4 test utterances made only of digit words')"
     touch data/an4_digits_test/.done
   fi
-  python -m asr tune --model "$english_exp" --data data/dev_conn --lm "$lm" --out-dir $ed/tune \
+  asr tune --model "$english_exp" --data data/dev_conn --lm "$lm" --out-dir $ed/tune \
     --alphas 0,0.5,1 --betas 0,1,2 --beams 8,16
   for s in $sets an4_digits_test; do
-    python -m asr decode --model $ed/tune/model.safetensors --data data/$s --out-dir $ed/decode_$s
+    asr decode --model $ed/tune/model.safetensors --data data/$s --out-dir $ed/decode_$s
   done
-  python -m asr package --model $ed/tune -o $ed/digits.safetensors --half --info recipe=recipes/digits \
+  asr package --model $ed/tune -o $ed/digits.safetensors --half --info recipe=recipes/digits \
     --info data="recipes/english's model (AN4 + speechocean762 + FSDD train speakers) with a ten-word LM" \
     --info "result=test $(head -1 $ed/decode_test/wer | cut -d' ' -f1-2), test_conn $(head -1 $ed/decode_test_conn/wer | cut -d' ' -f1-2), AN4 digits $(head -1 $ed/decode_an4_digits_test/wer | cut -d' ' -f1-2)"
 fi
 
 if [ "$ship" = true ]; then
   echo "== ship: $exp/digits.safetensors -> asr/pretrained/digits.safetensors"
-  python -m asr.pretrained ship "$exp/digits.safetensors" digits \
+  asr ship "$exp/digits.safetensors" digits \
     --data "FSDD, 5 speakers, takes 10-49 + spliced strings" \
     --result "$(head -1 "$exp/decode_test/wer" | cut -d' ' -f2) % WER test, $(head -1 "$exp/decode_test_conn/wer" | cut -d' ' -f2) % test_conn"
 fi

@@ -35,7 +35,7 @@ if stage 0 prepare; then
   python -m data_prep.speechocean762 ${so762_dir:+--corpus-dir "$so762_dir"} --dev-speakers 10 data/so762
   python -m data_prep.fsdd ${fsdd_dir:+--corpus-dir "$fsdd_dir"} --num-conn-train 1200 data/fsdd
   for s in an4/train an4/dev an4/test so762/train so762/dev so762/test fsdd/train fsdd/train_conn fsdd/test fsdd/test_conn; do
-    python -m asr.datadir validate data/$s
+    asr datadir validate data/$s
   done
   # one dev set for tuning: the dev speakers of both corpora
   mkdir -p data/dev
@@ -43,19 +43,19 @@ if stage 0 prepare; then
   python -c "
 from asr.datadir import read_data_dir, write_data_dir
 write_data_dir('data/dev', read_data_dir('data/dev'))"
-  python -m asr.datadir validate data/dev
+  asr datadir validate data/dev
   done_stage 0 prepare
 fi
 
 if stage 1 cmvn; then
-  python -m asr cmvn --config "$config" -o exp/cmvn.json --max-utts 1500 \
+  asr cmvn --config "$config" -o exp/cmvn.json --max-utts 1500 \
     data/an4/train data/so762/train
   done_stage 1 cmvn
 fi
 
 if stage 2 train; then
   start=$SECONDS
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/english \
+  asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/english \
     features.cmvn=exp/cmvn.json $train_args
   echo $((SECONDS - start)) > "$exp/train_seconds"
   done_stage 2 train
@@ -63,7 +63,7 @@ fi
 
 if stage 3 decode; then
   for s in dev $tests; do
-    python -m asr decode --model "$exp" --decoder greedy --data data/$s --out-dir "$exp/decode_${s//\//_}"
+    asr decode --model "$exp" --decoder greedy --data data/$s --out-dir "$exp/decode_${s//\//_}"
   done
   done_stage 3 decode
 fi
@@ -74,18 +74,18 @@ if stage 4 lm; then
   mkdir -p $lmdir
   cut -s -d' ' -f2- data/an4/train/text data/so762/train/text > $lmdir/train_text.txt
   # words: only the training vocabulary can be output (lexicon-constrained search)
-  python -m asr.lm train --order "$word_order" $lmdir/train_text.txt $lmdir/word${word_order}.arpa
+  asr lm train --order "$word_order" $lmdir/train_text.txt $lmdir/word${word_order}.arpa
   # characters, the space written `|`: any word can be spelled (speechocean762's test sentences
   # have 6 % of their words outside the training vocabulary)
   sed -e 's/ /|/g' -e 's/./& /g' -e 's/ $//' $lmdir/train_text.txt > $lmdir/train_chars.txt
-  python -m asr.lm train --order "$char_order" $lmdir/train_chars.txt $lmdir/char${char_order}.arpa
+  asr lm train --order "$char_order" $lmdir/train_chars.txt $lmdir/char${char_order}.arpa
   done_stage 4 lm
 fi
 
 if stage 5 tune; then
-  python -m asr tune --model "$exp" --data data/dev --lm $lmdir/word${word_order}.arpa --out-dir "$exp/tune_word" \
+  asr tune --model "$exp" --data data/dev --lm $lmdir/word${word_order}.arpa --out-dir "$exp/tune_word" \
     --alphas 0.3,0.6,1.0,1.5 --betas 0,1,2,3 --beams 16
-  python -m asr tune --model "$exp" --data data/dev --lm $lmdir/char${char_order}.arpa --out-dir "$exp/tune_char" \
+  asr tune --model "$exp" --data data/dev --lm $lmdir/char${char_order}.arpa --out-dir "$exp/tune_char" \
     --alphas 0.2,0.4,0.7,1.0 --betas 0,0.5,1,2 --beams 16
   # the LM that decodes dev best is the one decoded on test: chosen on dev only
   best=$(python -c "
@@ -99,7 +99,7 @@ fi
 
 if stage 6 decode_lm; then
   for s in $tests; do
-    python -m asr decode --model "$exp/tune/model.safetensors" --data data/$s --out-dir "$exp/decode_${s//\//_}_lm"
+    asr decode --model "$exp/tune/model.safetensors" --data data/$s --out-dir "$exp/decode_${s//\//_}_lm"
   done
   done_stage 6 decode_lm
 fi
@@ -111,7 +111,7 @@ if stage 7 results; then
       awk -v g=$g 'NR==FNR { if (($2 < 12) == (g == "child")) keep[$1] = 1; next }
                    { split($1, a, "-"); if (a[1] in keep) print }' data/so762/test/spk2age data/so762/test/text \
         > "$exp/$d/ref_$g.txt"
-      python -m asr score "$exp/$d/ref_$g.txt" "$exp/$d/hyp.txt" "$exp/$d/$g" > /dev/null
+      asr score "$exp/$d/ref_$g.txt" "$exp/$d/hyp.txt" "$exp/$d/$g" > /dev/null
     done
   done
   {
@@ -135,10 +135,10 @@ if stage 7 results; then
 fi
 
 if [ "$ship" = true ]; then
-  python -m asr package --model "$exp/tune" -o "$exp/english.safetensors" --half --info recipe=recipes/english \
+  asr package --model "$exp/tune" -o "$exp/english.safetensors" --half --info recipe=recipes/english \
     --info data="AN4 + speechocean762 train speakers (3.25 h, about 190 speakers)" \
     --info "result=AN4 test $(head -1 "$exp/decode_an4_test_lm/wer" | cut -d' ' -f2) % WER, speechocean762 test $(head -1 "$exp/decode_so762_test_lm/wer" | cut -d' ' -f2) % WER"
-  python -m asr.pretrained ship "$exp/english.safetensors" english \
+  asr ship "$exp/english.safetensors" english \
     --data "AN4 + speechocean762 training speakers, 16 kHz" \
     --result "AN4 test $(head -1 "$exp/decode_an4_test_lm/wer" | cut -d' ' -f2) % WER, speechocean762 test $(head -1 "$exp/decode_so762_test_lm/wer" | cut -d' ' -f2) % WER"
 fi

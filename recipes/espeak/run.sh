@@ -28,17 +28,17 @@ lm=exp/lm/${lm_order}gram.arpa
 
 if stage 0 prepare; then
   python -m data_prep.espeak --num-train "$num_train" --num-dev "$num_dev" --num-test "$num_test" data
-  for s in train dev test; do python -m asr.datadir validate data/$s; done
+  for s in train dev test; do asr datadir validate data/$s; done
   done_stage 0 prepare
 fi
 
 if stage 1 cmvn; then
-  python -m asr cmvn --config "$config" -o exp/cmvn.json data/train
+  asr cmvn --config "$config" -o exp/cmvn.json data/train
   done_stage 1 cmvn
 fi
 
 if stage 2 train; then
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/espeak \
+  asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/espeak \
     features.cmvn=exp/cmvn.json $train_args
   done_stage 2 train
 fi
@@ -46,23 +46,23 @@ fi
 if stage 3 lm; then
   # data/local/lm_train.txt: the text outside the passages dev and test come from (data_prep.espeak)
   [ -x ../../tools/bin/lmplz ] || ../../tools/install_kenlm.sh
-  python -m asr.lm train --order "$lm_order" data/local/lm_train.txt "$lm"
+  asr lm train --order "$lm_order" data/local/lm_train.txt "$lm"
   done_stage 3 lm
 fi
 
 if stage 4 tune; then
-  python -m asr.tune --model "$exp" --data data/dev --lm "$lm" --out-dir "$exp/tune" \
+  asr tune --model "$exp" --data data/dev --lm "$lm" --out-dir "$exp/tune" \
     --alphas "$alphas" --betas "$betas" --beams "$beams"
   done_stage 4 tune
 fi
 
 if stage 5 decode; then
   beam=$(python -c "import json;print(json.load(open('$exp/tune/best.json'))['beam_width'])")
-  python -m asr decode --model "$exp" --data data/test --out-dir "$exp/decode_test_greedy"
-  python -m asr decode --model "$exp" --decoder beam --beam-width "$beam" --data data/test \
+  asr decode --model "$exp" --data data/test --out-dir "$exp/decode_test_greedy"
+  asr decode --model "$exp" --decoder beam --beam-width "$beam" --data data/test \
     --out-dir "$exp/decode_test_beam"
   # the tuned package carries alpha, beta, beam width and the LM as its decoding defaults
-  python -m asr decode --model "$exp/tune/model.safetensors" --decoder beam --data data/test \
+  asr decode --model "$exp/tune/model.safetensors" --decoder beam --data data/test \
     --out-dir "$exp/decode_test_beam_lm"
   done_stage 5 decode
 fi

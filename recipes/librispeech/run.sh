@@ -34,7 +34,7 @@ if stage 0 prepare; then
   subsets=$(echo $train_sets $test_sets | tr ' ' ',')
   python -m data_prep.librispeech ${corpus_dir:+--corpus-dir "$corpus_dir"} \
     $([ "$download" = true ] && echo --download) --subsets "$subsets" data
-  for s in $train_sets $test_sets; do python -m asr.datadir validate --no-audio data/${s//-/_}; done
+  for s in $train_sets $test_sets; do asr datadir validate --no-audio data/${s//-/_}; done
   done_stage 0 prepare
 fi
 
@@ -42,15 +42,15 @@ if stage 1 shards; then
   # ~300 MB tar shards of the training audio, read sequentially (or from object storage) in training.
   # Shared by every experiment on these sets: an index from an earlier run means they are complete.
   if [ "$force" = true ] || [ ! -f data/shards/$shard_name/shards.json ]; then
-    python -m asr.shards write $(for s in $train_sets; do echo data/${s//-/_}; done) data/shards/$shard_name \
+    asr shards write $(for s in $train_sets; do echo data/${s//-/_}; done) data/shards/$shard_name \
       --max-shard-mb "$max_shard_mb"
   fi
-  python -m asr.shards verify data/shards/$shard_name
+  asr shards verify data/shards/$shard_name
   done_stage 1 shards
 fi
 
 if stage 2 cmvn; then
-  python -m asr cmvn --config "$config" -o exp/cmvn.json --max-utts 2000 \
+  asr cmvn --config "$config" -o exp/cmvn.json --max-utts 2000 \
     $(for s in $train_sets; do echo data/${s//-/_}; done)
   done_stage 2 cmvn
 fi
@@ -74,14 +74,14 @@ fi
 
 if stage 4 decode; then
   for s in $test_sets; do
-    python -m asr decode --model "$exp" --data data/${s//-/_} --out-dir "$exp/decode_${s//-/_}" \
+    asr decode --model "$exp" --data data/${s//-/_} --out-dir "$exp/decode_${s//-/_}" \
       --device "$(python -c 'import torch;print("cuda" if torch.cuda.is_available() else "cpu")')" --batch-size 32
   done
   done_stage 4 decode
 fi
 
 if stage 5 package; then
-  python -m asr package --model "$exp" -o "$exp/librispeech_ds2.safetensors" \
+  asr package --model "$exp" -o "$exp/librispeech_ds2.safetensors" \
     --info data="LibriSpeech $(echo $train_sets | tr ' ' '+')" --info recipe=recipes/librispeech \
     --info "result=test-clean $(head -1 "$exp/decode_test_clean/wer" | cut -d' ' -f1-2), test-other $(head -1 "$exp/decode_test_other/wer" | cut -d' ' -f1-2) (greedy)"
   done_stage 5 package

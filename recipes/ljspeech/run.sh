@@ -23,25 +23,25 @@ force=false
 
 if stage 0 prepare; then
   python -m data_prep.ljspeech ${corpus_dir:+--corpus-dir "$corpus_dir"} data
-  for s in train dev test; do python -m asr.datadir validate data/$s; done
+  for s in train dev test; do asr datadir validate data/$s; done
   done_stage 0 prepare
 fi
 
 if stage 1 train; then
   start=$SECONDS
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/ljspeech $train_args
+  asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/ljspeech $train_args
   echo $((SECONDS - start)) > "$exp/train_seconds"
   done_stage 1 train
 fi
 
 if stage 2 evaluate; then
-  python -m asr.synthesize evaluate --model "$exp" --data data/test --asr-model "${asr_model:-none}" \
+  asr tts evaluate --model "$exp" --data data/test --asr-model "${asr_model:-none}" \
     --out-dir "$exp/eval_test" --plots 4
   done_stage 2 evaluate
 fi
 
 if stage 3 plots; then
-  python -m asr.synthesize plot --model "$exp" --text "Printing, in the only sense with which we are at present concerned." \
+  asr tts plot --model "$exp" --text "Printing, in the only sense with which we are at present concerned." \
     -o "$exp/plots/printing.png"
   done_stage 3 plots
 fi

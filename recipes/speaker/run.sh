@@ -61,18 +61,18 @@ Path("data/test/trials").write_text("".join(f"{int(t)} {a} {b}\n" for a, b, t in
 print(f"train {len(train) - len(dev_ids)}, dev {len(dev_ids)}, test {len(test)} utterances "
       f"({len({u.speaker for u in test})} speakers), {len(trials)} trials")
 EOF
-  for s in train dev test; do python -m asr.datadir validate data/$s; done
+  for s in train dev test; do asr datadir validate data/$s; done
   done_stage 0 prepare
 fi
 
 if stage 1 cmvn; then
-  python -m asr cmvn --config "$config" -o exp/cmvn.json --max-utts 1500 data/train
+  asr cmvn --config "$config" -o exp/cmvn.json --max-utts 1500 data/train
   done_stage 1 cmvn
 fi
 
 if stage 2 train; then
   start=$SECONDS
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/speaker \
+  asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/speaker \
     features.cmvn=exp/cmvn.json $train_args
   echo $((SECONDS - start)) > "$exp/train_seconds"
   done_stage 2 train
@@ -81,7 +81,7 @@ fi
 if stage 3 evaluate; then
   # no --enroll: every test speaker is new, enrolled from $enroll_utts of its utterances (seeded)
   for backend in fused none stats; do
-    python -m asr speaker evaluate --model "$exp" --test data/test --trials data/test/trials \
+    asr speaker evaluate --model "$exp" --test data/test --trials data/test/trials \
       --new-speaker-utts "$enroll_utts" --backend $backend --out-dir "$exp/eval_test_$backend"
   done
   done_stage 3 evaluate
@@ -91,7 +91,7 @@ result() { python -c "import json;r=json.load(open('$exp/eval_test_fused/results
 
 if stage 4 package; then
   threshold=$(python -c "import json;print(json.load(open('$exp/eval_test_fused/results.json'))['eer_threshold'])")
-  python -m asr package --model "$exp" -o "$exp/speaker.safetensors" \
+  asr package --model "$exp" -o "$exp/speaker.safetensors" \
     --info data="AN4 + speechocean762 + FSDD training speakers (204), 16 kHz" --info recipe=recipes/speaker \
     --info "result=$(result)" --info threshold="$threshold"
   done_stage 4 package
@@ -151,6 +151,6 @@ EOF
 fi
 
 if [ "$ship" = true ]; then
-  python -m asr.pretrained ship "$exp/speaker.safetensors" speaker \
+  asr ship "$exp/speaker.safetensors" speaker \
     --data "AN4 + speechocean762 + FSDD training speakers (204), 16 kHz" --result "$(result)"
 fi

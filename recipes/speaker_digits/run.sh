@@ -27,18 +27,18 @@ no_conn="--num-conn-train 0 --num-conn-dev 0 --num-conn-test 0"  # single digits
 
 if stage 0 prepare; then
   python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} $no_conn data
-  for s in train dev test; do python -m asr.datadir validate data/$s; done
+  for s in train dev test; do asr datadir validate data/$s; done
   done_stage 0 prepare
 fi
 
 if stage 1 cmvn; then
-  python -m asr cmvn --config "$config" -o exp/cmvn.json data/train
+  asr cmvn --config "$config" -o exp/cmvn.json data/train
   done_stage 1 cmvn
 fi
 
 if stage 2 train; then
   start=$SECONDS
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/speaker_digits \
+  asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/speaker_digits \
     features.cmvn=exp/cmvn.json $train_args
   echo $((SECONDS - start)) > "$exp/train_seconds"
   done_stage 2 train
@@ -46,9 +46,9 @@ fi
 
 if stage 3 evaluate; then
   # Speakers enrolled from their training takes; takes 0-4 identified, and paired into trials.
-  python -m asr.speaker evaluate --model "$exp" --enroll data/train --test data/test \
+  asr speaker evaluate --model "$exp" --enroll data/train --test data/test \
     --trials data/test/trials --out-dir "$exp/eval_test"
-  python -m asr.speaker evaluate --model "$exp" --enroll data/train --test data/test \
+  asr speaker evaluate --model "$exp" --enroll data/train --test data/test \
     --trials data/test/trials --out-dir "$exp/eval_test_network" --backend none
   done_stage 3 evaluate
 fi
@@ -58,7 +58,7 @@ result() { python -c "import json;r=json.load(open('$exp/eval_test/results.json'
 if stage 4 package; then
   # The EER threshold measured here becomes the model's default accept/reject threshold.
   threshold=$(python -c "import json;print(json.load(open('$exp/eval_test/results.json'))['eer_threshold'])")
-  python -m asr package --model "$exp" -o "$exp/digits-speaker.safetensors" \
+  asr package --model "$exp" -o "$exp/digits-speaker.safetensors" \
     --info data="FSDD 5 speakers, takes 10-49" --info recipe=recipes/speaker_digits \
     --info "result=$(result)" --info threshold="$threshold"
   done_stage 4 package
@@ -123,7 +123,7 @@ fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ] && [ "$stop_stage" -lt 10 ]; then
   echo "== stage 6 (ship): $exp/digits-speaker.safetensors -> asr/pretrained/digits-speaker.safetensors"
-  python -m asr.pretrained ship "$exp/digits-speaker.safetensors" digits-speaker \
+  asr ship "$exp/digits-speaker.safetensors" digits-speaker \
     --data "FSDD, 5 speakers, takes 10-49" --result "$(result)"
 fi
 
@@ -133,13 +133,13 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
     d=data/loso_$spk e=exp/loso_$spk
     [ -f "$e/eval/results.json" ] && [ "$force" != true ] && { echo "== loso $spk: done"; continue; }
     python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} $no_conn --holdout-speaker "$spk" "$d"
-    python -m asr cmvn --config "$config" -o "$e/cmvn.json" "$d/train"
-    python -m asr train --config "$config" --exp-dir "$e" --resume features.cmvn="$e/cmvn.json" \
+    asr cmvn --config "$config" -o "$e/cmvn.json" "$d/train"
+    asr train --config "$config" --exp-dir "$e" --resume features.cmvn="$e/cmvn.json" \
       train.train_data="[$d/train]" train.dev_data="[$d/dev]" $train_args
-    python -m asr.speaker evaluate --model "$e" --enroll "$d/train" --test "$d/test" "$d/dev" \
+    asr speaker evaluate --model "$e" --enroll "$d/train" --test "$d/test" "$d/dev" \
       --new-speaker-utts 10 --out-dir "$e/eval"
     # the same test scored by the network's embedding alone, to show what the back-end adds
-    python -m asr.speaker evaluate --model "$e" --enroll "$d/train" --test "$d/test" "$d/dev" \
+    asr speaker evaluate --model "$e" --enroll "$d/train" --test "$d/test" "$d/dev" \
       --new-speaker-utts 10 --out-dir "$e/eval_network" --backend none
   done
   for spk in $speakers; do

@@ -38,13 +38,13 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-
 
 if stage 0 prepare; then
   python -m data_prep.fsdd ${corpus_dir:+--corpus-dir "$corpus_dir"} --speakers "$speakers" $conn "$data"
-  for s in train dev_conn test_conn train_conn; do python -m asr.datadir validate "$data/$s"; done
+  for s in train dev_conn test_conn train_conn; do asr datadir validate "$data/$s"; done
   done_stage 0 prepare
 fi
 
 if stage 1 train; then
   start=$SECONDS
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/tts_digits $train_args
+  asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/tts_digits $train_args
   echo $((SECONDS - start)) > "$exp/train_seconds"
   done_stage 1 train
 fi
@@ -52,14 +52,14 @@ fi
 if stage 2 evaluate; then
   # test_conn: 200 random 1-7 digit strings (seeded) with real recordings spliced from takes 0-4,
   # which the TTS model never heard.
-  python -m asr.synthesize evaluate --model "$exp" --data "$data/test_conn" --asr-model digits \
+  asr tts evaluate --model "$exp" --data "$data/test_conn" --asr-model digits \
     --out-dir "$exp/eval_test_conn" --seed 0 --plots 4 --threads 1
   done_stage 2 evaluate
 fi
 
 if stage 3 plots; then
   for t in 314 "9876543" "0 0 7"; do
-    python -m asr.synthesize plot --model "$exp" --text "$t" -o "$exp/plots/$(echo "$t" | tr -d ' ').png"
+    asr tts plot --model "$exp" --text "$t" -o "$exp/plots/$(echo "$t" | tr -d ' ').png"
   done
   mkdir -p "results/$variant"
   cp "$exp"/plots/*.png "$exp/train_curve.png" "results/$variant/"
@@ -69,7 +69,7 @@ fi
 result() { python -c "import json;r=json.load(open('$exp/eval_test_conn/results.json'));print(f\"ASR WER {r['wer_synth']:.2f} % on {r['utterances']} synthesized strings, MCD {r['mcd_db']:.2f} dB, RTF {r['rtf']:.3f}\")"; }
 
 if stage 4 package; then
-  python -m asr package --model "$exp" -o "$exp/digits-tts.safetensors" \
+  asr package --model "$exp" -o "$exp/digits-tts.safetensors" \
     --info data="FSDD $speakers, takes 10-49, spliced strings" --info recipe=recipes/tts_digits \
     --info "result=$(result)"
   done_stage 4 package
@@ -116,6 +116,6 @@ fi
 
 if [ "$ship" = true ] && [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   echo "== stage 6 (ship): $exp/digits-tts.safetensors -> asr/pretrained/digits-tts.safetensors"
-  python -m asr.pretrained ship "$exp/digits-tts.safetensors" digits-tts \
+  asr ship "$exp/digits-tts.safetensors" digits-tts \
     --data "FSDD speaker $speakers, takes 10-49 + spliced strings" --result "$(result)"
 fi

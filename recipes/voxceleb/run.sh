@@ -37,18 +37,18 @@ dev = {i for ids in by_speaker.values() for i in ids[9::10]}
 write_data_dir("data/train", [u for u in train if u.utt_id not in dev])
 write_data_dir("data/dev", [u for u in train if u.utt_id in dev])
 PY
-  for s in train dev; do python -m asr.datadir validate data/$s; done
-  python -m asr.datadir validate data/vox/test
+  for s in train dev; do asr datadir validate data/$s; done
+  asr datadir validate data/vox/test
   done_stage 0 prepare
 fi
 
 if stage 1 cmvn; then
-  python -m asr cmvn --config "$config" -o exp/cmvn.json --max-utts 2000 data/train
+  asr cmvn --config "$config" -o exp/cmvn.json --max-utts 2000 data/train
   done_stage 1 cmvn
 fi
 
 if stage 2 train; then
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/voxceleb \
+  asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/voxceleb \
     features.cmvn=exp/cmvn.json $train_args
   done_stage 2 train
 fi
@@ -56,7 +56,7 @@ fi
 if stage 3 score; then
   # identification figures here enroll each test speaker from 2 of its utterances; the trials are the official ones
   for backend in fused stats; do
-    python -m asr speaker evaluate --model "$exp" --test data/vox/test --trials data/vox/test/trials \
+    asr speaker evaluate --model "$exp" --test data/vox/test --trials data/vox/test/trials \
       --new-speaker-utts 2 --backend $backend --out-dir "$exp/eval_$backend"
   done
   done_stage 3 score

@@ -16,30 +16,30 @@ train_args=
 
 if stage 0 prepare; then
   python -m data_prep.yesno ${corpus_dir:+--corpus-dir "$corpus_dir"} data
-  for s in train test; do python -m asr.datadir validate data/$s; done
+  for s in train test; do asr datadir validate data/$s; done
   done_stage 0 prepare
 fi
 
 if stage 1 cmvn; then
-  python -m asr cmvn --config "$config" -o exp/cmvn.json data/train
+  asr cmvn --config "$config" -o exp/cmvn.json data/train
   done_stage 1 cmvn
 fi
 
 if stage 2 train; then
   # --resume: a killed run continues from its newest checkpoint.
-  python -m asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/yesno \
+  asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/yesno \
     features.cmvn=exp/cmvn.json $train_args
   done_stage 2 train
 fi
 
 if stage 3 decode; then
-  python -m asr decode --model "$exp" --data data/test --out-dir "$exp/decode_test"
+  asr decode --model "$exp" --data data/test --out-dir "$exp/decode_test"
   done_stage 3 decode
 fi
 
 if stage 4 package; then
   wer=$(head -1 "$exp/decode_test/wer")
-  python -m asr package --model "$exp" -o "$exp/yesno.safetensors" \
+  asr package --model "$exp" -o "$exp/yesno.safetensors" \
     --info data="yesno train (31 files)" --info recipe=recipes/yesno --info "result=test $wer"
   done_stage 4 package
 fi
