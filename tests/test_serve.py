@@ -652,6 +652,22 @@ def test_a_timed_out_transcription_stops_its_worker_between_batches(monkeypatch)
         s.stop()
 
 
+@pytest.mark.slow
+def test_load_2000_requests_nothing_lost_or_mixed_up_rss_flat(tmp_path):
+    """The issue's load test (bench/bench_serve.py): 8 clients, 2,000 real recordings, each reply
+    its own file's offline transcript; minutes on a shared 2-core machine, hence `slow`."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "bench/bench_serve.py", "--requests", "2000", "--max-seconds", "1500",
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["issued"] == res["answered"] == 2000, res
+    assert res["wrong"] == res["failed"] == 0, run.stdout[-3000:]
+    assert res["rss_after_mb"] - res["rss_before_mb"] < 50, res["rss_trace_mb"]
+    assert res["threads_after"] == res["threads_before"], res  # the fixed pool, no thread per request
+    assert run.returncode == 0, run.stdout[-3000:]
+
+
 # -- a real browser ----------------------------------------------------------------------------
 
 def chromium_binary():

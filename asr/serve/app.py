@@ -303,18 +303,14 @@ def catalogue(cfg: ServeConfig) -> dict[str, dict]:
             continue
         entry = reg.get(name, {})
         item = {"arch": entry.get("arch"), "result": entry.get("result", ""), "data": entry.get("data", "")}
-        problem = "not downloaded yet: its header is not here to say"
         if "url" not in entry:  # a local package: its header says what it is (no weights read)
             meta = read_header(resolve(name))
             item["arch"] = meta["arch"]
             if meta["arch"] == "tts":
                 item["voices"] = json.loads(meta["model_meta"]).get("speakers", [])
-            if meta["arch"] in ("ctc", "ctc-ensemble"):  # an ensemble's config is its first member's
-                cfg_ = load_config(data=json.loads(meta["config"])) if meta["arch"] == "ctc" else None
-                problem = streaming_problem(meta["arch"], cfg_)
         item["task"] = TASKS.get(item["arch"], "unknown")
         if item["task"] == "transcription":
-            item["streaming"] = problem is None  # WS /v1/audio/transcriptions/live takes it
+            item["streaming"] = why_not_streaming(name, entry) is None  # WS /v1/audio/transcriptions/live takes it
         out[name] = item
     for name, task in [(cfg.model, "transcription"), (cfg.tts_model, "speech"), (cfg.speaker_model, "speaker")]:
         if out[name]["task"] != task:
@@ -323,13 +319,22 @@ def catalogue(cfg: ServeConfig) -> dict[str, dict]:
     return out
 
 
+def why_not_streaming(name: str, registry_entry: dict) -> str | None:
+    """Why this transcription model cannot stream, from its header (None: it can)."""
+    if "url" in registry_entry:
+        return "not downloaded yet: its header is not here to say"
+    meta = read_header(resolve(name))
+    cfg = load_config(data=json.loads(meta["config"])) if meta["arch"] == "ctc" else None  # the arch says enough
+    return streaming_problem(meta["arch"], cfg)
+
+
 def default_stream_model(cfg: ServeConfig, models: dict[str, dict]) -> str | None:
     """The live sessions' model when the client names none: --stream-model, which must stream,
     else --model when it streams, else the first registry model that does (None: none does)."""
     if cfg.stream_model is not None:
         if not models[cfg.stream_model].get("streaming"):
-            raise ValueError(f"--stream-model {cfg.stream_model}: not a model that can stream (a unidirectional "
-                             "CTC model without utterance CMN; see asr.streaming)")
+            why = why_not_streaming(cfg.stream_model, registry().get(cfg.stream_model, {})) or "not a CTC model"
+            raise ValueError(f"--stream-model {cfg.stream_model}: cannot stream: {why}")
         return cfg.stream_model
     if models[cfg.model].get("streaming"):
         return cfg.model

@@ -296,7 +296,9 @@ function stopLive() {
     sendPending(session, true);
     session.ws.send(JSON.stringify({ type: "end" })); // the server answers "done", then closes
   } else if (session.ws.readyState <= WebSocket.OPEN) {
+    session.failed = true; // stopped before the server was ready: nothing to report
     session.ws.close();
+    setStatus("status", "live: stopped");
   }
 }
 
