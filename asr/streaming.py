@@ -290,6 +290,17 @@ class Stream:
 
     # -- the API -----------------------------------------------------------------------------------
 
+    def rebind(self, model) -> None:
+        """Run the next chunks on `model`, another copy of the package the stream was made with.
+        A server's worker threads each hold their own copy of a model (asr.serve.app.WorkerModels)
+        and a connection's chunks go to whichever worker is free; the stream's state (buffers, RNN
+        state, decoder) is plain tensors and numbers, valid with any copy of the same weights."""
+        if model is self.model:
+            return
+        if model.cfg != self.model.cfg or model.vocab.tokens != self.vocab.tokens:
+            raise StreamError("rebind: not a copy of the stream's model (another config or vocabulary)")
+        self.model = model.eval()
+
     def feed(self, samples) -> Update:
         """The next samples (1-D float in [-1, 1] at the stream's sample rate)."""
         return self._step(samples, final=False)
@@ -335,19 +346,26 @@ class Stream:
 
 def check_streamable(model) -> None:
     """Raise StreamError naming what keeps `model` from running chunk by chunk."""
-    cfg = model.cfg
-    if getattr(model, "arch", None) != "ctc":
-        raise StreamError(f"streaming needs a CTC model, got arch {getattr(model, 'arch', type(model).__name__)!r}")
-    if model.encoder.bidirectional:
-        raise StreamError("this model is bidirectional (model.bidirectional: true): it reads each utterance "
-                          "from its end too, so it cannot stream; use a unidirectional model "
-                          "(conf/english/stream.yaml) or transcribe the whole file")
+    problem = streaming_problem(getattr(model, "arch", type(model).__name__), model.cfg)
+    if problem:
+        raise StreamError(problem)
+
+
+def streaming_problem(arch: str, cfg) -> str | None:
+    """Why a model of this arch and config cannot stream, or None when it can. From the config
+    alone, so a server can say which of its packages stream from their headers."""
+    if arch != "ctc":
+        return f"streaming needs a CTC model, got arch {arch!r}"
+    if cfg.model.bidirectional:
+        return ("this model is bidirectional (model.bidirectional: true): it reads each utterance "
+                "from its end too, so it cannot stream; use a unidirectional model "
+                "(conf/english/stream.yaml) or transcribe the whole file")
     if cfg.features.utterance_cmn:
-        raise StreamError("this model subtracts each utterance's mean (features.utterance_cmn: true), which "
-                          "needs the whole utterance; streaming needs a model trained with utterance_cmn: false")
+        return ("this model subtracts each utterance's mean (features.utterance_cmn: true), which "
+                "needs the whole utterance; streaming needs a model trained with utterance_cmn: false")
     if cfg.model.subsample == "conv":
-        raise StreamError("model.subsample: conv (DeepSpeech2's convolutions) is not streamed; "
-                          "use subsample: stack or none")
+        return "model.subsample: conv (DeepSpeech2's convolutions) is not streamed; use subsample: stack or none"
+    return None
 
 
 def transcribe_chunks(stream: Stream, chunks, on_update=None):
@@ -366,6 +384,20 @@ def transcribe_chunks(stream: Stream, chunks, on_update=None):
     return words, u.time
 
 
+# what the first bytes of an audio file say, where raw PCM was expected
+FILE_MAGIC = (b"RIFF", b"RIFX", b"fLaC", b"OggS", b"ID3\x03", b"ID3\x04")
+
+
+def file_header(data: bytes) -> str | None:
+    """The audio file header `data` starts with ('RIFF', 'fLaC', ...), or None for raw samples."""
+    return data[:4].decode(errors="replace") if data[:4] in FILE_MAGIC else None
+
+
+def pcm16(data: bytes) -> np.ndarray:
+    """Raw 16-bit little-endian samples (an even number of bytes) -> float32 in [-1, 1)."""
+    return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+
+
 def pcm_chunks(f, sample_rate: int, chunk_seconds: float = 0.1):
     """Raw 16-bit little-endian mono PCM from a binary file object -> float32 chunks.
 
@@ -379,15 +411,15 @@ def pcm_chunks(f, sample_rate: int, chunk_seconds: float = 0.1):
         data = f.read(size) if not hasattr(f, "read1") else f.read1(size)
         if not data:
             break
-        if first and data[:4] in (b"RIFF", b"RIFX", b"fLaC", b"OggS", b"ID3\x03", b"ID3\x04"):
-            raise StreamError(f"stdin starts with a {data[:4].decode(errors='replace')!r} header: that is an "
+        if first and file_header(data):
+            raise StreamError(f"stdin starts with a {file_header(data)!r} header: that is an "
                               "audio file, not raw PCM; pass the file name instead of -, or strip the header")
         first = False
         data = carry + data
         cut = len(data) - len(data) % 2
         carry = data[cut:]
         if cut:
-            yield np.frombuffer(data[:cut], "<i2").astype(np.float32) / 32768.0
+            yield pcm16(data[:cut])
     if carry:
         raise StreamError(f"raw PCM input ended inside a sample ({len(carry)} stray byte): expected 16-bit "
                           "little-endian mono samples (arecord -f S16_LE -c 1)")

@@ -220,8 +220,10 @@ class Transcriber:
             hyps.append(h)
         return hyps
 
-    def transcribe_arrays(self, items: list[tuple[str, np.ndarray]]) -> list[Transcript]:
-        """(name, mono waveform at the model's rate) pairs -> transcripts, segments batched by length."""
+    def transcribe_arrays(self, items: list[tuple[str, np.ndarray]], between_batches=None) -> list[Transcript]:
+        """(name, mono waveform at the model's rate) pairs -> transcripts, segments batched by length.
+        `between_batches()`, when given, runs before each batch: a caller that gives up on a long
+        recording raises there (asr serve, when the request has timed out)."""
         pieces = []  # (item index, offset seconds, samples)
         for k, (_, wav) in enumerate(items):
             for a, b in split_on_pauses(wav, self.sr, self.max_segment):
@@ -229,6 +231,8 @@ class Transcriber:
         order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][2]))
         hyps: list[Hypothesis | None] = [None] * len(pieces)
         for s in range(0, len(order), self.batch_size):
+            if between_batches is not None:
+                between_batches()
             idx = order[s:s + self.batch_size]
             for i, h in zip(idx, self._decode_segments([pieces[i][2] for i in idx])):
                 hyps[i] = h

@@ -1,4 +1,13 @@
 """Small builders shared by several test modules."""
+import numpy as np
+import torch
+
+from asr.audio import load_audio
+from asr.config import ExperimentConfig, FeatureConfig, ModelConfig
+from asr.models import CTCModel
+from asr.text import Vocabulary
+
+from .conftest import FSDD
 
 
 def write_arpa(path, unigrams: dict[str, float], bigrams: dict[tuple[str, str], float] = {}):
@@ -12,6 +21,38 @@ def write_arpa(path, unigrams: dict[str, float], bigrams: dict[tuple[str, str], 
     lines += ["", "\\end\\", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+# -- streaming: real speech and a small random unidirectional model ------------------------------
+
+def speech() -> np.ndarray:
+    """About 3 s of real 8 kHz speech: five FSDD takes with short pauses."""
+    parts = []
+    for d in (3, 1, 4, 1, 5):
+        parts += [load_audio(FSDD / f"{d}_jackson_{d % 5}.wav")[0], np.zeros(1200, np.float32)]
+    return np.concatenate(parts)
+
+
+def stream_model(sample_rate=8000, lookahead=2, subsample="stack", seed=0, **model) -> CTCModel:
+    cfg = ExperimentConfig()
+    cfg.features = FeatureConfig(sample_rate=sample_rate, n_fft=256 if sample_rate == 8000 else 512,
+                                 win_length=200 if sample_rate == 8000 else 400,
+                                 hop_length=80 if sample_rate == 8000 else 160, n_mels=20)
+    cfg.model = ModelConfig(num_layers=2, hidden_size=24, dropout=0.0, bidirectional=False, lookahead=lookahead,
+                            subsample=subsample, **model)
+    torch.manual_seed(seed)
+    model = CTCModel(cfg, Vocabulary.from_texts(["zero one two three four five six seven eight nine"])).eval()
+    with torch.no_grad():  # sharper posteriors that follow the audio: a random model that babbles words
+        model.output.weight.mul_(40.0)
+        if model.lookahead is not None:
+            model.lookahead.conv.weight.mul_(8.0)
+        # and spaces on about a third of the frames of noise: several words
+        space = model.vocab.tokens.index(" ")
+        noise = torch.from_numpy(np.random.default_rng(0).standard_normal(sample_rate * 3).astype(np.float32) * 0.1)
+        lp, _ = model(noise[None], torch.tensor([len(noise)]))
+        others = torch.cat([lp[0, :, :space], lp[0, :, space + 1:]], -1).max(-1).values
+        model.output.bias[space] += float(torch.quantile(others - lp[0, :, space], 0.65))
+    return model
 
 
 # -- strict parsers of the subtitle and CTM formats `asr transcribe` writes ---------------------

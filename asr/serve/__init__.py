@@ -5,7 +5,9 @@
     ASR_API_KEY=secret asr serve                # then every /v1 call needs "Authorization: Bearer secret"
 
 Endpoints (asr.serve.app): POST /v1/audio/transcriptions, POST /v1/audio/speech, GET /v1/models,
-GET /v1/speakers, POST /v1/speakers/{enroll,identify,verify}, GET /health, and the page at `/`.
+GET /v1/speakers, POST /v1/speakers/{enroll,identify,verify}, GET /health, the page at `/`, and
+live transcription over a WebSocket, WS /v1/audio/transcriptions/live (a model that can stream:
+--stream-model, or --model when it can).
 
 This module holds only the command's arguments: the ASGI stack (Starlette, uvicorn) is imported
 when the command runs, so `asr transcribe` does not pay for it at start-up.
@@ -41,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds a request may wait and run before 504")
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body (413 above it)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--stream-model", default=None,
+                   help="model of the live WebSocket (a unidirectional CTC package; default: --model if it can "
+                        "stream, else the first registry model that can)")
+    p.add_argument("--max-streams", type=int, default=8, help="open live sessions before new ones are refused")
+    p.add_argument("--stream-idle-timeout", type=float, default=30.0,
+                   help="seconds a live session may send nothing before it is closed")
+    p.add_argument("--stream-max-seconds", type=float, default=3600.0, help="wall-clock limit of one live session")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -58,8 +67,10 @@ def cmd_serve(a) -> int:
 
     from .app import ServeConfig, create_app, uvicorn_config
 
-    if a.workers < 1 or a.queue < 1 or a.timeout <= 0 or a.max_upload_mb <= 0:
-        raise ValueError("--workers and --queue must be >= 1, --timeout and --max-upload-mb > 0")
+    if a.workers < 1 or a.queue < 1 or a.max_streams < 1:
+        raise ValueError("--workers, --queue and --max-streams must be >= 1")
+    if min(a.timeout, a.max_upload_mb, a.stream_idle_timeout, a.stream_max_seconds) <= 0:
+        raise ValueError("--timeout, --max-upload-mb, --stream-idle-timeout and --stream-max-seconds must be > 0")
     if a.threads:
         import torch
 
@@ -69,7 +80,9 @@ def cmd_serve(a) -> int:
               "port can use the models and enroll speakers (set ASR_API_KEY)", file=sys.stderr)
     cfg = ServeConfig(model=a.model, tts_model=a.tts_model, speaker_model=a.speaker_model, speaker_db=a.speaker_db,
                       api_key=a.api_key or None, workers=a.workers, queue_size=a.queue, timeout=a.timeout,
-                      max_upload_bytes=int(a.max_upload_mb * 2**20))
+                      max_upload_bytes=int(a.max_upload_mb * 2**20), stream_model=a.stream_model,
+                      max_streams=a.max_streams, stream_idle_timeout=a.stream_idle_timeout,
+                      stream_max_seconds=a.stream_max_seconds)
     app = create_app(cfg)
     uvicorn.Server(uvicorn_config(app, a.host, a.port, a.log_level)).run()
     return 0

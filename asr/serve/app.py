@@ -12,11 +12,13 @@ and the toolkit's own:
     POST /v1/speakers/identify              multipart one or more `file`, `threshold`
     POST /v1/speakers/verify                multipart two `file`s, `threshold`
     GET  /health, GET / (the web page, from ./static)
+    WS   /v1/audio/transcriptions/live      live transcription of raw 16-bit PCM (see `live`)
 Errors are JSON in OpenAI's shape, {"error": {"message", "type", "param", "code"}}.
 
 The model work runs on a fixed pool of worker threads, never on the event loop and never on a
 thread per request: a request waits in a bounded queue (429 when it is full) for at most
-`timeout` seconds, queue and work together (504 after that).
+`timeout` seconds, queue and work together (504 after that); a transcription that times out
+while running stops before its next batch of segments.
 """
 from __future__ import annotations
 
@@ -41,13 +43,16 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import speaker as spk
 from .. import __version__
 from ..audio import AudioError, load_audio, resample
+from ..config import load_config
 from ..pretrained import PackageError, load_model, read_header, registry, resolve
+from ..streaming import Stream, file_header, pcm16, streaming_problem
 from ..synthesize import synthesize
 from ..transcribe import Transcriber, Transcript, cues, format_transcript
 
@@ -76,6 +81,12 @@ class ServeConfig:
     timeout: float = 120.0
     max_upload_bytes: int = 25 * 2**20  # OpenAI's own limit for audio uploads
     max_input_chars: int = 4096  # OpenAI's limit for speech input
+    # live transcription (WS /v1/audio/transcriptions/live)
+    stream_model: str | None = None  # None: `model` when it can stream, else the first registry model that can
+    max_streams: int = 8  # open live sessions; more are refused (each holds a stream's state)
+    stream_idle_timeout: float = 30.0  # seconds without a message before a session is closed
+    stream_max_seconds: float = 3600.0  # wall-clock length of one session
+    max_message_bytes: int = 2**20  # one WebSocket message (32 s of 16 kHz PCM); uvicorn closes with 1009 above
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -89,9 +100,11 @@ class ApiError(Exception):
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers
 
+    def response_body(self) -> dict:
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+        return JSONResponse({"error": self.response_body()}, status_code=self.status, headers=self.headers)
 
 
 def _as_api_error(e: Exception) -> ApiError:
@@ -123,6 +136,24 @@ class QueueFull(Exception):
     pass
 
 
+class Abandoned(Exception):
+    """Raised inside a job whose request gave up on it (timed out): its worker stops there."""
+
+
+class Job(Future):
+    """A queued call and the flag its request raises when it stops waiting for the result."""
+
+    def __init__(self, fn, args):
+        super().__init__()
+        self.fn, self.args = fn, args
+        self.abandoned = threading.Event()
+
+    def abandon(self) -> None:
+        """A queued job is skipped; a running one stops at its next `stop_if_abandoned`."""
+        self.cancel()
+        self.abandoned.set()
+
+
 # synthesize() seeds torch's process-wide generator (fork_rng) so that a seed gives the same audio;
 # whatever else draws from that generator on another worker meanwhile (another synthesis, a model
 # being built) would shift its stream and change its audio. Everything that draws takes this lock.
@@ -137,6 +168,12 @@ class WorkerModels:
     def __init__(self):
         self._models: dict[str, object] = {}
         self._transcribers: dict[str, Transcriber] = {}
+        self.job: Job | None = None  # the job this worker runs now
+
+    def stop_if_abandoned(self) -> None:
+        """Where a long job can stop cleanly (between batches): stop if its request has given up."""
+        if self.job is not None and self.job.abandoned.is_set():
+            raise Abandoned
 
     def get(self, name: str):
         if name not in self._models:
@@ -175,14 +212,14 @@ class WorkerPool:
     def queued(self) -> int:
         return self._jobs.qsize()
 
-    def submit(self, fn, *args) -> Future:
+    def submit(self, fn, *args) -> Job:
         """Queue fn(worker_models, *args); raises QueueFull when the waiting room is full."""
-        fut: Future = Future()
+        job = Job(fn, args)
         try:
-            self._jobs.put_nowait((fut, fn, args))
+            self._jobs.put_nowait(job)
         except queue.Full:
             raise QueueFull from None
-        return fut
+        return job
 
     def _run(self) -> None:
         models = WorkerModels()
@@ -197,16 +234,20 @@ class WorkerPool:
             job = self._jobs.get()
             if job is None:
                 return
-            fut, fn, args = job
-            if not fut.set_running_or_notify_cancel():  # its request timed out while it waited
+            if not job.set_running_or_notify_cancel():  # its request timed out while it waited
                 continue
             with self._lock:
                 self.running += 1
+            models.job = job
             try:
-                fut.set_result(fn(models, *args))
+                job.set_result(job.fn(models, *job.args))
+            except Abandoned as e:
+                log.info("stopped a job its request gave up on (%s)", getattr(job.fn, "__name__", "job"))
+                job.set_exception(e)
             except BaseException as e:
-                fut.set_exception(e)
+                job.set_exception(e)
             finally:
+                models.job = None
                 with self._lock:
                     self.running -= 1
 
@@ -217,22 +258,37 @@ class WorkerPool:
             t.join(timeout=30)
 
 
-async def run_job(request: Request, fn, *args):
-    """fn(worker_models, *args) on the pool, within the request's time limit."""
-    state = request.app.state
+async def run_job(conn, fn, *args, wait_for_room: bool = False):
+    """fn(worker_models, *args) on the pool, within the request's time limit. conn: the Request
+    or WebSocket. wait_for_room: wait (within the limit) while the queue is full instead of 429,
+    for a live session's next chunk, which would otherwise end the session."""
+    state = conn.app.state
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.cfg.timeout
+    while True:
+        try:
+            job = state.pool.submit(fn, *args)
+            break
+        except QueueFull:
+            if not wait_for_room:
+                raise ApiError(429, f"server busy: {state.pool.workers} worker(s) busy and {state.cfg.queue_size} "
+                               "request(s) waiting; retry later", type="rate_limit_error", code="queue_full",
+                               headers={"Retry-After": "1"}) from None
+            if loop.time() > deadline:
+                raise _timeout(state.cfg) from None
+            await asyncio.sleep(0.02)
     try:
-        fut = state.pool.submit(fn, *args)
-    except QueueFull:
-        raise ApiError(429, f"server busy: {state.pool.workers} worker(s) busy and {state.cfg.queue_size} request(s) "
-                       "waiting; retry later", type="rate_limit_error", code="queue_full",
-                       headers={"Retry-After": "1"}) from None
-    try:
-        # a request that times out while still queued is cancelled (the worker skips it); one
-        # already running finishes on its worker and its result is dropped
-        return await asyncio.wait_for(asyncio.wrap_future(fut), state.cfg.timeout)
+        return await asyncio.wait_for(asyncio.wrap_future(job), max(0.0, deadline - loop.time()))
     except asyncio.TimeoutError:
-        raise ApiError(504, f"request took longer than the server's limit of {state.cfg.timeout:g} s",
-                       type="timeout_error", code="timeout") from None
+        # still queued: the worker skips it; running: it stops at its next stop point (a
+        # transcription's next batch), or else finishes and its result is dropped
+        job.abandon()
+        raise _timeout(state.cfg) from None
+
+
+def _timeout(cfg: ServeConfig) -> ApiError:
+    return ApiError(504, f"request took longer than the server's limit of {cfg.timeout:g} s",
+                    type="timeout_error", code="timeout")
 
 
 # -- the models it serves ----------------------------------------------------------------------
@@ -242,7 +298,7 @@ def catalogue(cfg: ServeConfig) -> dict[str, dict]:
     these names are accepted: a request never makes the server open a path or fetch a URL."""
     reg = registry()
     out = {}
-    for name in [*sorted(reg), cfg.model, cfg.tts_model, cfg.speaker_model]:
+    for name in [*sorted(reg), cfg.model, cfg.tts_model, cfg.speaker_model, *filter(None, [cfg.stream_model])]:
         if name in out:
             continue
         entry = reg.get(name, {})
@@ -253,12 +309,36 @@ def catalogue(cfg: ServeConfig) -> dict[str, dict]:
             if meta["arch"] == "tts":
                 item["voices"] = json.loads(meta["model_meta"]).get("speakers", [])
         item["task"] = TASKS.get(item["arch"], "unknown")
+        if item["task"] == "transcription":
+            item["streaming"] = why_not_streaming(name, entry) is None  # WS /v1/audio/transcriptions/live takes it
         out[name] = item
     for name, task in [(cfg.model, "transcription"), (cfg.tts_model, "speech"), (cfg.speaker_model, "speaker")]:
         if out[name]["task"] != task:
             raise ValueError(f"{name}: a {out[name]['arch']} model, not a {task} model")
         out[name]["default"] = True
     return out
+
+
+def why_not_streaming(name: str, registry_entry: dict) -> str | None:
+    """Why this transcription model cannot stream, from its header (None: it can)."""
+    if "url" in registry_entry:
+        return "not downloaded yet: its header is not here to say"
+    meta = read_header(resolve(name))
+    cfg = load_config(data=json.loads(meta["config"])) if meta["arch"] == "ctc" else None  # the arch says enough
+    return streaming_problem(meta["arch"], cfg)
+
+
+def default_stream_model(cfg: ServeConfig, models: dict[str, dict]) -> str | None:
+    """The live sessions' model when the client names none: --stream-model, which must stream,
+    else --model when it streams, else the first registry model that does (None: none does)."""
+    if cfg.stream_model is not None:
+        if not models[cfg.stream_model].get("streaming"):
+            why = why_not_streaming(cfg.stream_model, registry().get(cfg.stream_model, {})) or "not a CTC model"
+            raise ValueError(f"--stream-model {cfg.stream_model}: cannot stream: {why}")
+        return cfg.stream_model
+    if models[cfg.model].get("streaming"):
+        return cfg.model
+    return next((n for n, m in models.items() if m.get("streaming")), None)
 
 
 def _model_name(request: Request, name, task: str) -> str:
@@ -320,7 +400,11 @@ def _decode(upload: tuple[str, bytes], sample_rate: int) -> np.ndarray:
 
 def _transcribe(models: WorkerModels, name: str, upload: tuple[str, bytes]) -> Transcript:
     tr = models.transcriber(name)
-    return tr.transcribe_arrays([(upload[0], _decode(upload, tr.sr))])[0]
+    return tr.transcribe_arrays([(upload[0], _decode(upload, tr.sr))], between_batches=models.stop_if_abandoned)[0]
+
+
+def _word(w) -> dict:
+    return {"word": w.word, "start": w.start, "end": w.end, "confidence": w.confidence}
 
 
 def verbose_json(t: Transcript, granularities: list[str]) -> dict:
@@ -331,7 +415,7 @@ def verbose_json(t: Transcript, granularities: list[str]) -> dict:
                          "confidence": round(sum(w.confidence for w in cue) / len(cue), 4)}
                         for i, cue in enumerate(cues(t))]}
     if "word" in granularities:
-        out["words"] = [{"word": w.word, "start": w.start, "end": w.end, "confidence": w.confidence} for w in t.words]
+        out["words"] = [_word(w) for w in t.words]
     return out
 
 
@@ -351,7 +435,8 @@ async def transcriptions(request: Request) -> Response:
         raise ApiError(400, "timestamp_granularities[] needs response_format verbose_json",
                        param="timestamp_granularities")
     if str(form.get("stream", "")).lower() in ("true", "1"):
-        raise ApiError(400, "streaming transcription is not supported by this server", param="stream")
+        raise ApiError(400, "stream=true (server-sent events) is not supported; live transcription is the "
+                       "WebSocket /v1/audio/transcriptions/live", param="stream")
     t = await run_job(request, _transcribe, name, (await _read_audio([upload]))[0])
     if fmt == "json":
         return JSONResponse({"text": t.text})
@@ -489,6 +574,191 @@ async def verify(request: Request) -> Response:
     return JSONResponse(await run_job(request, _verify, name, await _read_audio(uploads), threshold))
 
 
+# -- live transcription ------------------------------------------------------------------------
+
+LIVE_RATES = (8000, 192000)  # Hz: telephone speech to studio audio
+START_FIELDS = {"type", "model", "sample_rate", "api_key"}
+
+
+def _stream_open(models: WorkerModels, name: str, sample_rate: int | None):
+    return Stream(models.get(name), sample_rate=sample_rate)  # StreamError (a ValueError) says why it cannot
+
+
+def _stream_step(models: WorkerModels, name: str, stream, samples: np.ndarray | None):
+    """The next chunk (None: the end) on this worker's copy of the model."""
+    stream.rebind(models.get(name))
+    return stream.finish() if samples is None else stream.feed(samples)
+
+
+def _close_code(e: ApiError) -> int:
+    """WebSocket close codes 4000-4999 are the application's: 4000 + the HTTP status."""
+    return 4000 + e.status
+
+
+class LiveSession:
+    """One WebSocket of `live`: its limits (idle, overall), its stream, and what it has said."""
+
+    def __init__(self, ws: WebSocket):
+        self.ws, self.state, self.cfg = ws, ws.app.state, ws.app.state.cfg
+        self.loop = asyncio.get_running_loop()
+        self.ends = self.loop.time() + self.cfg.stream_max_seconds
+        self.binary = 0  # binary messages so far, to name a bad one
+        self.words: list[str] = []  # the final words: bounded, as the session's length is
+        self.partial = ""
+        self.name = self.stream = self.rate = None  # set by the start message
+
+    async def receive(self) -> dict:
+        """The next message, as text (parsed JSON) or bytes, within the idle and overall limits."""
+        left = self.ends - self.loop.time()
+        idle = self.cfg.stream_idle_timeout
+        try:
+            if left <= 0:
+                raise asyncio.TimeoutError
+            message = await asyncio.wait_for(self.ws.receive(), min(idle, left))
+        except asyncio.TimeoutError:
+            if left <= idle:
+                raise ApiError(408, f"the session reached this server's limit of {self.cfg.stream_max_seconds:g} s; "
+                               "open a new one", type="timeout_error", code="session_too_long") from None
+            raise ApiError(408, f"nothing received for {idle:g} s: send audio, or {{\"type\": \"end\"}} to finish",
+                           type="timeout_error", code="idle_timeout") from None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        if message.get("bytes") is not None:
+            return {"bytes": message["bytes"]}
+        try:
+            parsed = json.loads(message.get("text") or "")
+        except json.JSONDecodeError:
+            raise ApiError(400, f"text message {message.get('text', '')[:40]!r}: not JSON; audio goes in binary "
+                           "messages, control as JSON ({\"type\": \"start\"} or {\"type\": \"end\"})",
+                           code="invalid_message") from None
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str):
+            raise ApiError(400, "a text message is a JSON object with a \"type\" (\"start\" or \"end\")",
+                           param="type", code="invalid_message")
+        return parsed
+
+    def samples(self, data: bytes) -> np.ndarray:
+        self.binary += 1
+        header = file_header(data) if self.binary == 1 else None
+        if header:
+            rate = f" at {int.from_bytes(data[24:28], 'little')} Hz" if header == "RIFF" and len(data) >= 28 else ""
+            raise ApiError(400, f"binary message 1 starts with a {header!r} header: an audio file{rate}, not raw "
+                           "PCM; send its samples as 16-bit little-endian mono, their rate in the start message's "
+                           f"sample_rate (this session: {self.rate} Hz)", param="sample_rate", code="invalid_audio")
+        if len(data) % 2:
+            raise ApiError(400, f"binary message {self.binary}: {len(data)} bytes, not a whole number of 16-bit "
+                           "samples (raw PCM is 2 bytes a sample, little-endian, mono)", code="invalid_audio")
+        return pcm16(data)
+
+    def authorized(self, start: dict) -> bool:
+        """The key from the Authorization header, or the start message's api_key (a browser's
+        WebSocket cannot set headers), compared in constant time."""
+        if not self.cfg.api_key:
+            return True
+        expected = f"Bearer {self.cfg.api_key}".encode()
+        header = self.ws.headers.get("authorization", "").encode()
+        given = start.get("api_key")
+        from_message = f"Bearer {given}".encode() if isinstance(given, str) else b""
+        return hmac.compare_digest(header, expected) or hmac.compare_digest(from_message, expected)
+
+    async def start(self) -> str:
+        start = await self.receive()
+        if start.get("type") != "start":
+            raise ApiError(400, "the first message is {\"type\": \"start\", \"model\": ..., \"sample_rate\": ...}, "
+                           f"got {'binary audio' if 'bytes' in start else repr(start.get('type'))}",
+                           param="type", code="invalid_message")
+        if not self.authorized(start):
+            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY', or \"api_key\" in "
+                           "the start message", code="invalid_api_key")
+        unknown = sorted(set(start) - START_FIELDS)
+        if unknown:
+            raise ApiError(400, f"start message: unknown field(s) {unknown}; it takes {sorted(START_FIELDS)}",
+                           param=unknown[0], code="invalid_message")
+        rate = start.get("sample_rate")
+        if isinstance(rate, float) and rate.is_integer():
+            rate = int(rate)
+        if rate is not None and (type(rate) is not int or not LIVE_RATES[0] <= rate <= LIVE_RATES[1]):
+            raise ApiError(400, f"sample_rate: {rate!r} is not a rate in Hz from {LIVE_RATES[0]} to {LIVE_RATES[1]} "
+                           "(the rate of the 16-bit PCM this session will send)", param="sample_rate",
+                           code="invalid_sample_rate")
+        name = start.get("model") or self.state.stream_model
+        if name is None:
+            raise ApiError(400, "this server has no model that can stream (a unidirectional CTC model); start it "
+                           "with --stream-model PACKAGE", param="model", code="no_streaming_model")
+        name = _model_name(self.ws, name, "transcription")
+        self.name = name
+        self.stream = await run_job(self.ws, _stream_open, name, rate, wait_for_room=True)
+        self.rate = self.stream.input_sr
+        await self.ws.send_json({"type": "ready", "model": name, "sample_rate": self.rate,
+                                 "model_sample_rate": self.stream.sr})
+        return name
+
+    async def step(self, samples: np.ndarray | None) -> None:
+        u = await run_job(self.ws, _stream_step, self.name, self.stream, samples, wait_for_room=True)
+        if u.final:
+            self.words += [w.word for w in u.final]
+            await self.ws.send_json({"type": "final", "text": " ".join(w.word for w in u.final),
+                                     "words": [_word(w) for w in u.final], "time": u.time})
+        if u.partial != self.partial:
+            self.partial = u.partial
+            await self.ws.send_json({"type": "partial", "text": u.partial, "time": u.time})
+        if samples is None:
+            await self.ws.send_json({"type": "done", "text": " ".join(self.words), "duration": u.time})
+
+    async def run(self) -> None:
+        await self.start()
+        while True:
+            message = await self.receive()
+            if "bytes" in message:
+                if message["bytes"]:
+                    await self.step(self.samples(message["bytes"]))
+            elif message["type"] == "end":
+                await self.step(None)
+                return
+            else:
+                raise ApiError(400, f"message type {message['type']!r}: after the start, send binary audio or "
+                               "{\"type\": \"end\"}", param="type", code="invalid_message")
+
+
+async def live(ws: WebSocket) -> None:
+    """WS /v1/audio/transcriptions/live: words while the audio is still arriving.
+
+    client: {"type": "start", "model"?, "sample_rate"? (Hz of what it sends; the model's if not
+            given), "api_key"? (when the Authorization header cannot be set)}, then binary
+            messages of raw 16-bit little-endian mono PCM of any length, then {"type": "end"}
+    server: {"type": "ready", "model", "sample_rate", "model_sample_rate"}, then as they come
+            {"type": "final", "text", "words": [{"word", "start", "end", "confidence"}], "time"}
+            (words that will not change) and {"type": "partial", "text", "time"} (the guess at
+            the word being said, when it changes; "" once it is final), and after the end
+            {"type": "done", "text", "duration"}, then the close (1000).
+    An error is {"type": "error", "error": {OpenAI's error fields}} and then a close with code
+    4000 + its HTTP status (4400 bad input, 4401 key, 4404 model, 4408 idle or too long, 4429
+    too many sessions, 4500, 4504 a chunk over --timeout). One chunk is on a worker at a time, so
+    a session holds one stream's state and one message; uvicorn's ws_max_size bounds a message.
+    """
+    state = ws.app.state
+    await ws.accept()
+    try:
+        if state.live_sessions >= state.cfg.max_streams:
+            raise ApiError(429, f"{state.live_sessions} live session(s) open, this server's limit; retry later",
+                           type="rate_limit_error", code="too_many_sessions")
+        state.live_sessions += 1  # one event loop: no lock
+        try:
+            await LiveSession(ws).run()
+        finally:
+            state.live_sessions -= 1
+    except WebSocketDisconnect:
+        return  # the client left: its stream goes with the session
+    except Exception as e:
+        error = _as_api_error(e)
+        try:
+            await ws.send_json({"type": "error", "error": error.response_body()})
+            await ws.close(_close_code(error), reason=error.code or "")
+        except (WebSocketDisconnect, OSError, RuntimeError):  # gone meanwhile
+            pass
+        return
+    await ws.close(1000)
+
+
 # -- models, health, page ----------------------------------------------------------------------
 
 def _model_object(name: str, item: dict) -> dict:
@@ -509,8 +779,10 @@ async def model(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     pool = request.app.state.pool
+    state = request.app.state
     return JSONResponse({"status": "ok", "version": __version__, "workers": pool.workers, "ready": pool.ready,
-                         "running": pool.running, "queued": pool.queued, "auth": bool(request.app.state.cfg.api_key)})
+                         "running": pool.running, "queued": pool.queued, "live_sessions": state.live_sessions,
+                         "auth": bool(state.cfg.api_key)})
 
 
 async def page(request: Request) -> Response:
@@ -521,7 +793,8 @@ async def page(request: Request) -> Response:
 
 class Gate:
     """ASGI middleware: the API key on /v1 (compared in constant time) and the body size limit,
-    from Content-Length before anything is read, and by counting for a chunked body."""
+    from Content-Length before anything is read, and by counting for a chunked body. A WebSocket
+    passes: `live` checks its key, which a browser can only send in a message."""
 
     def __init__(self, app, cfg: ServeConfig):
         self.app, self.cfg = app, cfg
@@ -572,9 +845,12 @@ def create_app(cfg: ServeConfig) -> Starlette:
         Route("/v1/speakers/enroll", enroll, methods=["POST"]),
         Route("/v1/speakers/identify", identify, methods=["POST"]),
         Route("/v1/speakers/verify", verify, methods=["POST"]),
+        WebSocketRoute("/v1/audio/transcriptions/live", live),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    pool = WorkerPool(cfg.workers, cfg.queue_size, preload=(cfg.model,))
+    stream_model = default_stream_model(cfg, state_models)
+    preload = tuple(dict.fromkeys(filter(None, [cfg.model, stream_model])))
+    pool = WorkerPool(cfg.workers, cfg.queue_size, preload=preload)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -588,14 +864,18 @@ def create_app(cfg: ServeConfig) -> Starlette:
                     exception_handlers=handlers)
     app.state.cfg, app.state.models, app.state.pool = cfg, state_models, pool
     app.state.db_lock = threading.Lock()
+    app.state.stream_model, app.state.live_sessions = stream_model, 0
     return app
 
 
 def uvicorn_config(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"):
     """uvicorn's settings for `app`. limit_concurrency caps open connections and tasks (each holds
-    its request body), beyond what the pool queues: past it uvicorn answers 503 at once."""
+    its request body), beyond what the pool queues: past it uvicorn answers 503 at once. A
+    WebSocket message is at most max_message_bytes (uvicorn closes with 1009 above it), and
+    uvicorn reads no further while the app has one unread: a live session holds one message."""
     import uvicorn
 
     cfg = app.state.cfg
     return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                          limit_concurrency=4 * (cfg.workers + cfg.queue_size) + 32, timeout_keep_alive=5)
+                          limit_concurrency=4 * (cfg.workers + cfg.queue_size) + cfg.max_streams + 32,
+                          timeout_keep_alive=5, ws_max_size=cfg.max_message_bytes)

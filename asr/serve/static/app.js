@@ -6,8 +6,12 @@ let current = null; // the last recording or upload: {blob, name}, what Enroll a
 
 // -- the API ----------------------------------------------------------------------------------
 
+function apiKey() {
+  return localStorage.getItem("asr-api-key") || $("api-key").value;
+}
+
 async function api(path, options = {}) {
-  const key = localStorage.getItem("asr-api-key") || $("api-key").value;
+  const key = apiKey();
   const headers = Object.assign({}, options.headers || {});
   if (key) headers["Authorization"] = "Bearer " + key;
   const res = await fetch(path, Object.assign({}, options, { headers }));
@@ -130,8 +134,11 @@ $("record").addEventListener("click", async () => {
 
 $("stop").addEventListener("click", () => {
   if (recorder && recorder.state !== "inactive") recorder.stop();
-  $("record").classList.remove("on");
-  $("record").disabled = false;
+  if (live) stopLive();
+  for (const b of ["record", "live"]) {
+    $(b).classList.remove("on");
+    $(b).disabled = false;
+  }
   $("stop").disabled = true;
 });
 
@@ -142,15 +149,157 @@ async function toWav(blob, rate) {
     const ch = decoded.getChannelData(c);
     for (let i = 0; i < n; i++) mono[i] += ch[i] / decoded.numberOfChannels;
   }
+  return wavBlob(mono, decoded.sampleRate);
+}
+
+function wavBlob(mono, sampleRate) {
+  const n = mono.length;
   const view = new DataView(new ArrayBuffer(44 + 2 * n));
   const text = (at, s) => { for (let i = 0; i < s.length; i++) view.setUint8(at + i, s.charCodeAt(i)); };
   text(0, "RIFF"); view.setUint32(4, 36 + 2 * n, true); text(8, "WAVE");
   text(12, "fmt "); view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true);
-  view.setUint32(24, decoded.sampleRate, true); view.setUint32(28, 2 * decoded.sampleRate, true);
+  view.setUint32(24, sampleRate, true); view.setUint32(28, 2 * sampleRate, true);
   view.setUint16(32, 2, true); view.setUint16(34, 16, true);
   text(36, "data"); view.setUint32(40, 2 * n, true);
   for (let i = 0; i < n; i++) view.setInt16(44 + 2 * i, Math.max(-1, Math.min(1, mono[i])) * 32767, true);
   return new Blob([view], { type: "audio/wav" });
+}
+
+// -- live transcription -----------------------------------------------------------------------
+// The microphone goes to WS /v1/audio/transcriptions/live as 16-bit PCM, 100 ms a message, at
+// the AudioContext's own rate (the server resamples). Final words and the guess at the word being
+// said show as they come; at the end the recording is kept, as a recorded one is, so its words can
+// be clicked and its speaker enrolled.
+
+let live = null; // {ws, context, stream, rate, pending, kept, words, ready, ended}
+const streamingModels = new Set();
+
+function pcm16(chunks) {
+  const n = chunks.reduce((sum, c) => sum + c.length, 0), out = new Int16Array(n);
+  let k = 0;
+  for (const c of chunks) for (let i = 0; i < c.length; i++) out[k++] = Math.max(-1, Math.min(1, c[i])) * 32767;
+  return out.buffer;
+}
+
+function sendPending(s, all = false) {
+  const n = s.pending.reduce((sum, c) => sum + c.length, 0);
+  if (!s.ready || !n || (!all && n < s.rate / 10)) return;
+  s.ws.send(pcm16(s.pending));
+  s.pending = [];
+}
+
+function showLive(session) {
+  const box = $("transcript");
+  box.textContent = "";
+  for (const w of session.words) {
+    const span = document.createElement("span");
+    span.className = "final";
+    span.textContent = w.word;
+    box.append(span, " ");
+  }
+  const guess = document.createElement("span");
+  guess.className = "partial";
+  guess.textContent = session.partial;
+  box.append(guess);
+}
+
+$("live").addEventListener("click", async () => {
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
+    const context = new AudioContext();
+    await context.audioWorklet.addModule("/static/pcm-tap.js");
+    const tap = new AudioWorkletNode(context, "pcm-tap");
+    context.createMediaStreamSource(stream).connect(tap);
+    tap.connect(context.destination); // pulled by the graph; its output is silence
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/audio/transcriptions/live";
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    live = { ws, context, stream, rate: context.sampleRate, pending: [], kept: [], words: [], partial: "",
+             ready: false, ended: false, failed: false };
+    const session = live;
+    tap.port.onmessage = (e) => {
+      if (session.ended) return;
+      session.pending.push(e.data);
+      session.kept.push(e.data);
+      sendPending(session);
+    };
+    const start = { type: "start", sample_rate: context.sampleRate };
+    if (streamingModels.has($("model").value)) start.model = $("model").value; // else the server's own
+    if (apiKey()) start.api_key = apiKey(); // a browser's WebSocket cannot send the header
+    ws.onopen = () => ws.send(JSON.stringify(start));
+    ws.onmessage = (e) => onLiveMessage(session, JSON.parse(e.data));
+    ws.onclose = (e) => {
+      release(session);
+      if (!session.failed && e.code !== 1000) {
+        setStatus("status", `live: connection closed (${e.code}${e.reason ? " " + e.reason : ""})`, true);
+        $("transcript").dataset.state = "error";
+      }
+      $("stop").click();
+    };
+    current = null;
+    const box = $("transcript");
+    box.dataset.state = "live";
+    box.textContent = "";
+    $("live").classList.add("on");
+    $("live").disabled = $("record").disabled = true;
+    $("stop").disabled = false;
+    setStatus("status", "live: connecting…");
+  } catch (e) {
+    setStatus("status", "no microphone: " + e.message, true);
+  }
+});
+
+function onLiveMessage(session, m) {
+  if (m.type === "ready") {
+    session.ready = true;
+    setStatus("status", `live: listening (${m.model}, ${session.rate} Hz)`);
+    sendPending(session);
+  } else if (m.type === "final") {
+    session.words.push(...m.words);
+    showLive(session);
+  } else if (m.type === "partial") {
+    session.partial = m.text;
+    showLive(session);
+  } else if (m.type === "done") {
+    const n = session.kept.reduce((sum, c) => sum + c.length, 0), mono = new Float32Array(n);
+    let k = 0;
+    for (const c of session.kept) { mono.set(c, k); k += c.length; }
+    const blob = wavBlob(mono, session.rate);
+    current = { blob, name: "live.wav" };
+    const player = $("player");
+    if (player.src) URL.revokeObjectURL(player.src);
+    player.src = URL.createObjectURL(blob);
+    $("transcript").textContent = "";
+    showWords({ text: m.text, words: session.words });
+    setStatus("status", `live.wav: ${m.duration.toFixed(2)} s, ${session.words.length} words`);
+    $("transcript").dataset.state = "done";
+  } else if (m.type === "error") {
+    session.failed = true;
+    setStatus("status", "live: " + m.error.message, true);
+    $("transcript").dataset.state = "error";
+    if (m.error.code === "invalid_api_key") $("key-box").hidden = false;
+  }
+}
+
+function release(session) {
+  session.ended = true;
+  session.stream.getTracks().forEach((t) => t.stop());
+  if (session.context.state !== "closed") session.context.close();
+}
+
+function stopLive() {
+  const session = live;
+  live = null;
+  release(session);
+  if (session.ws.readyState === WebSocket.OPEN && session.ready) {
+    sendPending(session, true);
+    session.ws.send(JSON.stringify({ type: "end" })); // the server answers "done", then closes
+  } else if (session.ws.readyState <= WebSocket.OPEN) {
+    session.failed = true; // stopped before the server was ready: nothing to report
+    session.ws.close();
+    setStatus("status", "live: stopped");
+  }
 }
 
 // -- speech -----------------------------------------------------------------------------------
@@ -224,7 +373,12 @@ async function loadModels() {
   const models = (await (await api("/v1/models")).json()).data;
   $("model").textContent = "";
   $("voice").textContent = "";
-  for (const m of models.filter((m) => m.task === "transcription")) option($("model"), m.id, m.id, m.default);
+  streamingModels.clear();
+  for (const m of models.filter((m) => m.task === "transcription")) {
+    option($("model"), m.id, m.id + (m.streaming ? " (live)" : ""), m.default);
+    if (m.streaming) streamingModels.add(m.id);
+  }
+  $("live").hidden = !models.some((m) => m.streaming) || !window.AudioWorkletNode;
   const tts = models.find((m) => m.task === "speech" && m.default) || models.find((m) => m.task === "speech");
   if (tts) {
     $("voice").dataset.model = tts.id;
