@@ -267,9 +267,10 @@ def fallback_punctuation(text: str, symbols) -> str:
     ("?" -> "." for a model trained on statements only)."""
     out = []
     for ch in text:
-        while ch not in symbols and ch in FALLBACK:
-            ch = FALLBACK[ch]
-        out.append(ch)
+        near = ch
+        while near not in symbols and near in FALLBACK:
+            near = FALLBACK[near]
+        out.append(near if near in symbols else ch)  # none known: the original is named as unsayable
     return "".join(out)
 
 
@@ -300,3 +301,9 @@ def split_text(text: str, max_symbols: int) -> list[str]:
                 current = f"{current} {clause}" if current else clause
         pieces.append(current)
     return pieces
+
+
+# How a TTS model reads its input (model.extra.text): "digits" spells each digit and leaves the
+# rest to the model's alphabet (digits-tts and every package made before this choice existed);
+# "english" is normalize_english.
+FRONTENDS = {"digits": spell_digits, "english": normalize_english}
