@@ -291,9 +291,9 @@ def cmd_synthesize(a) -> int:
         long = [p for p in pieces if len(p) * rate > max_steps]
         if a.max_steps is None and not a.allow_cut and long:
             raise ValueError(f"{where}: {len(long[0])} characters without a sentence or clause break need about "
-                             f"{int(len(long[0]) * rate)} decoder steps, more than the model's {max_steps} (--max-steps): "
-                             f"it would be cut off. Say it in pieces of at most {int(max_steps / rate)} characters "
-                             "(sentences are said one by one), or raise --max-steps (--allow-cut: cut it)")
+                             f"{int(len(long[0]) * rate)} decoder steps, more than the model's {max_steps} "
+                             f"(--max-steps): it would be cut off. Say it in pieces of at most {int(max_steps / rate)} "
+                             "characters (sentences are said one by one), or raise --max-steps (--allow-cut: cut it)")
     out = Path(a.output)
     if a.text_file is not None:
         if out.exists() and not out.is_dir():

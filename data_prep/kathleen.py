@@ -172,7 +172,8 @@ def prepare(prep: Prep, args: argparse.Namespace) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-dev", type=int, default=50, metavar="N", help="dev prompts (default 50)")
-    parser.add_argument("--num-test", type=int, default=100, metavar="N", help="test prompts (default 100; 0: no such set)")
+    parser.add_argument("--num-test", type=int, default=100, metavar="N",
+                        help="test prompts (default 100; 0: no such set)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw of held-out prompts")
 
 

@@ -21,7 +21,8 @@ SR = 24000
 PROMPTS = [
     ("arctic_a0001", "Author of the danger trail, Philip Steels, etc.", [(1592748600, None)]),
     ("arctic_a0002", "The quick brown fox jumps over the lazy dog, Tom.", [(1592748610, None)]),
-    ("arctic_a0003", "Hello, world; I need one now.", [(1592748620, None), (1592748900, "Hello, world; I needed one now.")]),
+    ("arctic_a0003", "Hello, world; I need one now.",
+     [(1592748620, None), (1592748900, "Hello, world; I needed one now.")]),
     ("arctic_a0004", "Lord, but I'm glad to see you again, Phil.", [(1592748630, None)]),
     ("arctic_a0005", "Will we ever forget it.", [(1592748640, None), (1592748641, None), (1592748999, None)]),
     ("arctic_a0006", "Mr Pike saw a wolf-dog at 6 o'clock.", [(1592748650, None)]),
@@ -200,8 +201,8 @@ def test_tts_english_recipe_on_the_fixture(tmp_path):
     make_kathleen(corpus)
     d = copy_recipe(tmp_path, "tts_english")
     res = subprocess.run(
-        ["bash", "run.sh", "--corpus-dir", str(corpus), "--num-dev", "2", "--num-test", "3", "--asr-model", "digits", "--train-args",
-         "train.max_steps=2 train.num_workers=0 model.extra.max_decoder_steps=30"],
+        ["bash", "run.sh", "--corpus-dir", str(corpus), "--num-dev", "2", "--num-test", "3", "--asr-model", "digits",
+         "--train-args", "train.max_steps=2 train.num_workers=0 model.extra.max_decoder_steps=30"],
         cwd=d, env=recipe_env(), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     r = json.loads((d / "exp/kathleen/eval_test/results.json").read_text())

@@ -76,7 +76,8 @@ CASES = [
     ("I have 3 cats and 1,024 fish.", "i have three cats and one thousand twenty four fish."),
     ("It is 3.14 or .5 of it.", "it is three point one four or point five of it."),
     ("He came 1st, she 22nd, they 103rd.", "he came first, she twenty second, they one hundred third."),
-    ("In 1984 and 1,984 and 2005.", "in nineteen eighty four and one thousand nine hundred eighty four and two thousand five."),
+    ("In 1984 and 1,984 and 2005.",
+     "in nineteen eighty four and one thousand nine hundred eighty four and two thousand five."),
     ("The 1990s and the '60s and 80s.", "the nineteen nineties and the sixties and eighties."),
     ("It was -5 degrees.", "it was minus five degrees."),
     ("Agent 007, code 0451.", "agent zero zero seven, code zero four five one."),
@@ -150,7 +151,8 @@ ENGLISH = ["hello, world.", "the quick brown fox jumps over the lazy dog; i'm gl
 
 def english_model(**extra) -> TTSModel:
     torch.manual_seed(0)
-    return TTSModel(tiny_cfg(text="english", **extra), Vocabulary.from_texts(ENGLISH), ["a"], steps_per_symbol=1.0).eval()
+    return TTSModel(tiny_cfg(text="english", **extra), Vocabulary.from_texts(ENGLISH), ["a"],
+                    steps_per_symbol=1.0).eval()
 
 
 def test_an_english_model_reads_written_english():
