@@ -7,8 +7,11 @@ model, mel cepstral distortion against real recordings, real-time factor).
     asr tts evaluate --model M --data DATA_DIR --asr-model digits --out-dir D
     asr tts plot --model M --text "314" -o align.png
 
-Digits in the text are read as words ("314" -> "three one four"); characters the model has never
-seen are an error naming them, never silently dropped.
+The model's text frontend reads the text (digits-tts: digits as words, "314" -> "three one four";
+an English model: numbers, abbreviations and symbols as words, asr.tts_text); characters the model
+has never seen are an error naming them, never silently dropped. A text of several sentences is
+said one sentence at a time (a sentence too long for the decoder one clause group at a time), so a
+paragraph is not cut off at max_decoder_steps.
 """
 from __future__ import annotations
 
@@ -25,10 +28,14 @@ import torch
 from .models import check_arch
 
 DEFAULT_TTS_MODEL = "digits-tts"
-# Decoder steps a character takes to say: digits-tts spends 3.4 ("seven" x 10, 59
-# characters, 198 steps). A text that needs more than --max-steps would be cut off after minutes of
-# work (2,000 digits: 48 s, then cut at 300 steps), so it is refused before any.
+# Decoder steps a character takes to say, for packages that do not record their own
+# (TTSModel.steps_per_symbol): digits-tts spends 3.4 ("seven" x 10, 59 characters, 198 steps). A
+# piece of text that needs more than --max-steps would be cut off after minutes of work (2,000
+# digits: 48 s, then cut at 300 steps), so it is refused before any.
 STEPS_PER_CHARACTER = 3.4
+# Silence between sentences said one by one: the recordings are trimmed, so the model ends each
+# sentence without the pause a reader makes before the next.
+SENTENCE_PAUSE_S = 0.3
 
 
 @dataclass
@@ -68,13 +75,47 @@ def _vocoder(model, name: str, options: dict | None):
     return cache[key]
 
 
+def steps_per_symbol(model) -> float:
+    return model.steps_per_symbol or STEPS_PER_CHARACTER
+
+
+def text_pieces(model, text: str, max_steps: int | None = None) -> list[str]:
+    """The text as the model reads it, cut into the pieces it is said in, one decoder run each:
+    its sentences, and a sentence too long for max_steps cut at clause breaks. A piece that still
+    does not fit has no break to cut at (the caller refuses it or lets max_steps cut it)."""
+    from .tts_text import split_text
+
+    max_steps = int(model.extra["max_decoder_steps"] if max_steps is None else max_steps)
+    return split_text(model.prepare_text(text), max(1, int(max_steps / steps_per_symbol(model))))
+
+
 def synthesize(model, text: str, speaker: str | None = None, seed: int = 0, max_steps: int | None = None,
                vocoder: str = "griffinlim", vocoder_options: dict | None = None) -> Synthesis:
-    """One text -> waveform. The same model, text, speaker and seed give the same audio: the
-    prenet's inference dropout draws from a generator seeded here, not from the global RNG."""
+    """One text -> waveform, sentence by sentence (text_pieces) with SENTENCE_PAUSE_S between.
+    The same model, text, speaker and seed give the same audio: the prenet's inference dropout
+    draws from a generator seeded here, not from the global RNG."""
+    model = load_tts(model)
+    parts = [_synthesize_piece(model, piece, speaker, seed, max_steps, vocoder, vocoder_options)
+             for piece in text_pieces(model, text, max_steps)]
+    if len(parts) == 1:
+        return parts[0]
+    sr = parts[0].sample_rate
+    pause = np.zeros(int(SENTENCE_PAUSE_S * sr), dtype=np.float32)
+    wav = np.concatenate([x for p in parts for x in (pause, p.wav)][1:])
+    # one alignment matrix for the whole text: each piece's block on the diagonal
+    align = np.zeros((sum(p.alignment.shape[0] for p in parts), sum(p.alignment.shape[1] for p in parts)), np.float32)
+    t = n = 0
+    for p in parts:
+        align[t:t + p.alignment.shape[0], n:n + p.alignment.shape[1]] = p.alignment
+        t, n = t + p.alignment.shape[0], n + p.alignment.shape[1]
+    return Synthesis(" ".join(p.text for p in parts), wav, sr, np.concatenate([p.mel for p in parts]), align,
+                     all(p.stopped for p in parts), sum(p.model_seconds for p in parts),
+                     sum(p.vocoder_seconds for p in parts), speaker)
+
+
+def _synthesize_piece(model, text, speaker, seed, max_steps, vocoder, vocoder_options) -> Synthesis:
     from .models.tts import text_batch
 
-    model = load_tts(model)
     device = next(model.parameters()).device
     ids, lens, spk = text_batch(model, [text], [speaker] if speaker is not None else None, device)
     t0 = time.perf_counter()
@@ -141,6 +182,7 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
     from .metrics import corpus_wer, mel_cepstral_distortion, score
     from .pretrained import load_model
     from .transcribe import Transcriber
+    from .tts_text import spoken_words
 
     model = load_tts(model)
     out = Path(out_dir)
@@ -170,7 +212,7 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
             not_stopped.append(u.utt_id)
         syn_items.append((u.utt_id, s.wav))
         real_items.append((u.utt_id, real))
-        refs[u.utt_id] = u.text
+        refs[u.utt_id] = spoken_words(s.text)  # the words said, as an ASR model writes them
         mcds.append(mcd)
         by_speaker.setdefault(u.speaker, []).append(mcd)
         rows.append(f"{u.utt_id}\t{mcd:.3f}\t{s.duration:.2f}\t{len(real) / sr:.2f}\t{s.text}\n")
@@ -236,18 +278,20 @@ def cmd_synthesize(a) -> int:
     model = load_tts(a.model, a.device)
     model.speaker_id(a.speaker)  # an unknown speaker fails before any work, listing the known ones
     max_steps = int(model.extra["max_decoder_steps"] if a.max_steps is None else a.max_steps)
+    rate = steps_per_symbol(model)
     for n, line in jobs:  # so does any unsayable or too long line: no half-written output directory
         where = f"{a.text_file} line {n}" if n else "--text"
         try:
-            text = model.prepare_text(line)
+            pieces = text_pieces(model, line, max_steps)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         # the model's own limit (an explicit --max-steps is a cap the user chose: cut, reported after)
-        if a.max_steps is None and not a.allow_cut and len(text) * STEPS_PER_CHARACTER > max_steps:
-            raise ValueError(f"{where}: {len(text)} characters need about {int(len(text) * STEPS_PER_CHARACTER)} "
-                             f"decoder steps, more than the model's {max_steps} (--max-steps): it would be cut off. Say it "
-                             f"in pieces of at most {int(max_steps / STEPS_PER_CHARACTER)} characters, one per "
-                             "line of a --text-file, or raise --max-steps (--allow-cut: cut it)")
+        long = [p for p in pieces if len(p) * rate > max_steps]
+        if a.max_steps is None and not a.allow_cut and long:
+            raise ValueError(f"{where}: {len(long[0])} characters without a sentence or clause break need about "
+                             f"{int(len(long[0]) * rate)} decoder steps, more than the model's {max_steps} "
+                             f"(--max-steps): it would be cut off. Say it in pieces of at most {int(max_steps / rate)} "
+                             "characters (sentences are said one by one), or raise --max-steps (--allow-cut: cut it)")
     out = Path(a.output)
     if a.text_file is not None:
         if out.exists() and not out.is_dir():

@@ -28,7 +28,7 @@ URLS = {
     "yesno": "https://www.openslr.org/resources/1/waves_yesno.tar.gz",
 }
 # The folder that makes a directory a copy of the corpus (as laid out in the published archive).
-LAYOUT = {"fsdd": "recordings", "yesno": "waves_yesno"}
+LAYOUT = {"fsdd": "recordings", "yesno": "waves_yesno", "kathleen": "data"}
 DONE = ".done"
 
 

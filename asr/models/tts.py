@@ -35,6 +35,9 @@ decoder RNNs, model.cell their kind (lstm | gru), model.dropout the encoder/post
     stop_threshold: 0.5      stop when sigmoid(stop logit) exceeds this
     speaker_dim: 64          speaker-embedding size when there are 2+ training speakers
     cmvn_utts: 300           training utterances the mel statistics are estimated from
+    text: digits             how input text is read (asr.tts_text.FRONTENDS): digits (digits
+                             spelled, the rest as typed) or english (numbers, abbreviations and
+                             symbols as words, lower case, unknown punctuation mapped to known)
 """
 from __future__ import annotations
 
@@ -46,7 +49,8 @@ from torch.nn import functional as F
 
 from ..config import ExperimentConfig
 from ..features import GlobalCMVN, LogMel, compute_cmvn, lengths_to_mask
-from ..text import Vocabulary, spell_digits, unsayable
+from ..text import DIGIT_WORDS, Vocabulary, unsayable
+from ..tts_text import FRONTENDS, fallback_punctuation
 from .base import Loss, TrainableModel
 from .rnn import CELLS, RecurrentLayer
 
@@ -55,8 +59,10 @@ EXTRA_DEFAULTS = {
     "attention_dim": 128, "location_filters": 32, "location_kernel": 31, "prenet_dim": 128,
     "prenet_dropout": 0.5, "postnet_dim": 128, "postnet_layers": 5, "postnet_kernel": 5,
     "guided_sigma": 0.2, "guided_weight": 1.0, "stop_weight": 1.0, "stop_pos_weight": 5.0,
-    "max_decoder_steps": 300, "stop_threshold": 0.5, "speaker_dim": 64, "cmvn_utts": 300,
+    "max_decoder_steps": 300, "stop_threshold": 0.5, "speaker_dim": 64, "cmvn_utts": 300, "text": "digits",
 }
+# The alphabet of a model trained on digit words only (digits-tts): all it can say is numbers.
+DIGIT_SYMBOLS = set(" ".join(DIGIT_WORDS))
 
 
 def tts_extra(cfg: ExperimentConfig) -> dict:
@@ -66,8 +72,10 @@ def tts_extra(cfg: ExperimentConfig) -> dict:
     if unknown:
         raise ValueError(f"model.extra: unknown key(s) {unknown} for the tts model; known: {sorted(EXTRA_DEFAULTS)}")
     extra = {**EXTRA_DEFAULTS, **extra}
+    if extra["text"] not in FRONTENDS:
+        raise ValueError(f"model.extra.text: {extra['text']!r} is not one of {sorted(FRONTENDS)}")
     for k, v in extra.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
+        if k != "text" and (not isinstance(v, (int, float)) or isinstance(v, bool)):
             raise ValueError(f"model.extra.{k}: expected a number, got {v!r}")
     for k in ("reduction", "embed_dim", "encoder_dim", "attention_dim", "prenet_dim", "max_decoder_steps"):
         if extra[k] < 1:
@@ -168,7 +176,8 @@ class TTSModel(TrainableModel):
     arch = "tts"
     best_metric = ("loss", "min")
 
-    def __init__(self, cfg: ExperimentConfig, vocab: Vocabulary, speakers: list[str]):
+    def __init__(self, cfg: ExperimentConfig, vocab: Vocabulary, speakers: list[str],
+                 steps_per_symbol: float | None = None):
         super().__init__(cfg)
         self.vocab = vocab
         self.speakers = list(speakers)
@@ -180,6 +189,10 @@ class TTSModel(TrainableModel):
             raise ValueError("features.utterance_cmn: not for a tts model, whose mel targets must keep "
                              "the speaker's spectral envelope")
         ex = self.extra = tts_extra(cfg)
+        self.read_text = FRONTENDS[ex["text"]]
+        # Decoder steps one input symbol takes to say, measured on the training data (None in
+        # packages made before it was): how long a piece of text the model can say in one go.
+        self.steps_per_symbol = steps_per_symbol
         self.r = int(ex["reduction"])
         self.n_mels = cfg.features.n_mels
         self.eos_id = len(vocab)  # one past the characters: where the attention lands at the end
@@ -207,22 +220,27 @@ class TTSModel(TrainableModel):
 
     # -- what a package needs to rebuild this model
     def package_meta(self) -> dict:
-        return {"tokens": self.vocab.tokens, "speakers": self.speakers}
+        meta = {"tokens": self.vocab.tokens, "speakers": self.speakers}
+        if self.steps_per_symbol is not None:
+            meta["steps_per_symbol"] = self.steps_per_symbol
+        return meta
 
     @classmethod
     def from_package_meta(cls, cfg: ExperimentConfig, meta: dict) -> "TTSModel":
-        return cls(cfg, Vocabulary(meta["tokens"]), meta["speakers"])
+        return cls(cfg, Vocabulary(meta["tokens"]), meta["speakers"], meta.get("steps_per_symbol"))
 
     @classmethod
     def from_training_data(cls, cfg: ExperimentConfig, utterances) -> "TTSModel":
         from ..audio import AudioError
 
         utterances = list(utterances)
-        texts = [spell_digits(u.text or "") for u in utterances]
+        read = FRONTENDS[tts_extra(cfg)["text"]]
+        texts = [read(u.text or "") for u in utterances]
         vocab = Vocabulary.from_texts(t for t in texts if t)
         if len(vocab) < 2:
             raise ValueError("tts model: the training data has no transcripts")
         model = cls(cfg, vocab, sorted({u.speaker for u in utterances}))
+        model.steps_per_symbol = model._measure_steps_per_symbol(utterances)
         if cfg.features.cmvn:  # statistics from `asr cmvn` (same LogMel), else estimated here
             model.cmvn.load(cfg.features.cmvn)
             return model
@@ -240,20 +258,38 @@ class TTSModel(TrainableModel):
         model.cmvn.set_stats(stats["mean"], stats["std"])
         return model
 
+    def _measure_steps_per_symbol(self, utterances) -> float | None:
+        """The 90th percentile of decoder steps per input symbol over the training utterances with
+        a duration: a text cut to fit max_decoder_steps at this rate fits for all but the slowest."""
+        rates = []
+        for u in utterances:
+            if u.duration:
+                try:
+                    n = len(self.encode_text(u.text or ""))
+                except ValueError:
+                    continue
+                rates.append(self.decoder_steps(int(u.duration * self.cfg.features.sample_rate)) / n)
+        return round(float(torch.tensor(rates).quantile(0.9)), 3) if rates else None
+
     # -- text
     def prepare_text(self, text: str) -> str:
-        """The text as the model reads it: digits spelled out, spaces normalised, lower case when
-        the model knows no capitals. Raises ValueError naming the characters it cannot say."""
-        text = spell_digits(text or "")
+        """The text as the model reads it (model.extra.text: digits spelled out, or English
+        normalised into words), spaces normalised, lower case when the model knows no capitals,
+        punctuation it never saw replaced by the nearest it knows. Raises ValueError naming the
+        characters it cannot say."""
+        text = self.read_text(text or "")
         if not text:
             raise ValueError("empty text: nothing to say")
         symbols = set(self.vocab.tokens[1:])
         if not any(c.isupper() for c in symbols):
             text = text.lower()
+        text = fallback_punctuation(text, symbols)
         bad = unsayable(text, symbols)
         if bad:
+            hint = ("; a digits-only model: for other English text use one trained with model.extra.text: "
+                    "english (recipes/tts_english)") if symbols <= DIGIT_SYMBOLS else ""
             raise ValueError(f"the model can't say {', '.join(repr(c) for c in bad)} in {text!r}; "
-                             f"it knows only {''.join(sorted(symbols))!r}")
+                             f"it knows only {''.join(sorted(symbols))!r}{hint}")
         return text
 
     def encode_text(self, text: str) -> list[int]:
