@@ -210,6 +210,11 @@ def ctc_log_likelihoods(lp: np.ndarray, targets: np.ndarray, offsets: np.ndarray
         longest = max(longest, offsets[i + 1] - offsets[i])
     # alpha[s, t]: ln P of the frames up to t ending in state s (blank, l1, blank, l2, ..., blank)
     alpha = np.full((2 * longest + 1, frames), -np.inf)
+    # Frames after which a state can no longer reach the end of even the shortest sequence
+    # are left out; a longer sequence's end cannot be reached from them either.
+    shortest = longest
+    for i in range(n):
+        shortest = min(shortest, offsets[i + 1] - offsets[i])
     order = _lexicographic(targets, offsets)
     prev = targets[0:0]
     for i in order:
@@ -228,7 +233,11 @@ def ctc_log_likelihoods(lp: np.ndarray, targets: np.ndarray, offsets: np.ndarray
             if t0 == 0:
                 col[0] = lp[0, v]
                 t0 = 1
-            for t in range(t0, frames):
+            # the last frame from which state s can still reach state 2 * shortest - 1
+            t1 = frames if s >= 2 * shortest - 1 else min(frames, frames - (2 * shortest - 1 - s) // 2)
+            for t in range(t1, frames):
+                col[t] = -np.inf
+            for t in range(t0, t1):
                 a = _logaddexp(col[t - 1], alpha[s - 1, t - 1]) if s >= 1 else col[t - 1]
                 if skip:
                     a = _logaddexp(a, alpha[s - 2, t - 1])

@@ -33,6 +33,7 @@ Unlike ctcdecode, slots past the last beam found are zero-filled with `out_lens`
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -74,7 +75,7 @@ def ctc_log_likelihoods(log_probs: np.ndarray | torch.Tensor, candidates: Sequen
         return np.zeros(0)
     if lp.shape[0] == 0:
         return np.array([0.0 if len(c) == 0 else -math.inf for c in candidates])
-    targets = np.fromiter((t for c in candidates for t in c), dtype=np.int64)
+    targets = np.array(list(itertools.chain.from_iterable(candidates)), dtype=np.int64)
     offsets = np.cumsum([0] + [len(c) for c in candidates], dtype=np.int64)
     return beam_kernels.ctc_log_likelihoods(np.ascontiguousarray(lp), targets, offsets, blank_id)
 
