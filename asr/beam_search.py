@@ -25,8 +25,9 @@ fewer distinct prefixes and ranks them by part of their probability. On random p
 (beam 16, 50-150 frames, 28 labels) its top beam was less probable than a plain prefix search's
 in 29 of 40 utterances and more probable in 2. Ranking the union of both n-best lists makes "the
 best beam is never less probable than what a plain prefix search finds" hold by construction,
-at the cost of running both: at beam 100, 300 frames, 28 labels, ~70-90 ms for the numpy prefix
-search plus ~100-180 ms for flashlight per utterance.
+at the cost of running both. The prefix search is compiled (asr.beam_kernels, beams identical to
+`_PrefixSearch`'s): at beam 32, ~60 frames, 28 labels ~2.5 ms an utterance where numpy took ~30,
+against ~3 ms for flashlight's own search.
 
 Unlike ctcdecode, slots past the last beam found are zero-filled with `out_lens` 0 and score inf
 (ctcdecode leaves them uninitialised).
