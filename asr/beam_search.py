@@ -25,14 +25,16 @@ fewer distinct prefixes and ranks them by part of their probability. On random p
 (beam 16, 50-150 frames, 28 labels) its top beam was less probable than a plain prefix search's
 in 29 of 40 utterances and more probable in 2. Ranking the union of both n-best lists makes "the
 best beam is never less probable than what a plain prefix search finds" hold by construction,
-at the cost of running both: at beam 100, 300 frames, 28 labels, ~70-90 ms for the numpy prefix
-search plus ~100-180 ms for flashlight per utterance.
+at the cost of running both. The prefix search is compiled (asr.beam_kernels, beams identical to
+`_PrefixSearch`'s): at beam 32, ~60 frames, 28 labels ~2.5 ms an utterance where numpy took ~30,
+against ~3 ms for flashlight's own search.
 
 Unlike ctcdecode, slots past the last beam found are zero-filled with `out_lens` 0 and score inf
 (ctcdecode leaves them uninitialised).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -42,6 +44,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from asr import beam_kernels
 from asr.lm import LM_SPECIAL_WORDS, WORD_BOUNDARY, arpa_unigrams, read_lexicon, spell, spelling_labels
 
 BACKENDS = ("auto", "flashlight", "ctcdecode", "prefix")
@@ -61,24 +64,21 @@ def ctc_forward_logprob(log_probs: np.ndarray, tokens: Sequence[int], blank_id: 
 
 def ctc_log_likelihoods(log_probs: np.ndarray | torch.Tensor, candidates: Sequence[Sequence[int]],
                         blank_id: int = 0) -> np.ndarray:
-    """Exact ln P_CTC(candidate | log_probs) of each label sequence, in one batched forward pass.
+    """Exact ln P_CTC(candidate | log_probs) of each label sequence, by the forward algorithm
+    (compiled: torch's batched ctc_loss took ~2 ms for 20 short candidates, as long as the
+    lexicon search that proposed them).
 
     -inf where a candidate needs more frames than there are (CTC cannot emit it).
     """
-    lp = torch.as_tensor(np.asarray(log_probs, dtype=np.float64) if isinstance(log_probs, np.ndarray)
-                         else log_probs.detach().to("cpu", torch.float64))
-    n = len(candidates)
-    if n == 0:
+    lp = (np.asarray(log_probs, dtype=np.float64) if isinstance(log_probs, np.ndarray)
+          else log_probs.detach().to("cpu", torch.float64).numpy())
+    if len(candidates) == 0:
         return np.zeros(0)
-    frames = lp.shape[0]
-    if frames == 0:
+    if lp.shape[0] == 0:
         return np.array([0.0 if len(c) == 0 else -math.inf for c in candidates])
-    targets = torch.tensor([t for c in candidates for t in c], dtype=torch.long)
-    nll = torch.nn.functional.ctc_loss(
-        lp[:, None, :].expand(frames, n, lp.shape[1]), targets, torch.full((n,), frames, dtype=torch.long),
-        torch.tensor([len(c) for c in candidates], dtype=torch.long), blank=blank_id, reduction="none",
-        zero_infinity=False)
-    return -nll.numpy()
+    targets = np.array(list(itertools.chain.from_iterable(candidates)), dtype=np.int64)
+    offsets = np.cumsum([0] + [len(c) for c in candidates], dtype=np.int64)
+    return beam_kernels.ctc_log_likelihoods(np.ascontiguousarray(lp), targets, offsets, blank_id)
 
 
 class _PrefixSearch:
@@ -174,9 +174,7 @@ class _PrefixSearch:
                 stay_nb[i] = np.logaddexp(stay_nb[i], ext[j, v])
                 ext[j, v] = -np.inf
         ranked = np.concatenate([np.logaddexp(stay_b, stay_nb) + lm, (ext + (lm[:, None] + bonus)).ravel()])
-        k = min(self.beam_width, ranked.size)
-        top = np.argpartition(-ranked, k - 1)[:k]
-        top = top[np.argsort(-ranked[top], kind="stable")]
+        top = _top(ranked, min(self.beam_width, ranked.size))
         top = top[ranked[top] > -np.inf]
         if top.size == 0:
             self.dead = True
@@ -319,9 +317,24 @@ _MAX_OPEN_LABELS = 128  # labels (~25 words) the beams may disagree on before th
 _ZERO_ROWS: dict[int, np.ndarray] = {}
 
 
+def _top(ranked: np.ndarray, k: int) -> np.ndarray:
+    """np.argsort(-ranked, kind="stable")[:k] without sorting all of it: ties keep index order,
+    so the compiled search (beam_kernels.prefix_search), which sorts fully, keeps the same beams."""
+    kth = -np.partition(-ranked, k - 1)[k - 1]
+    above = np.flatnonzero(ranked > kth)
+    top = np.concatenate([above, np.flatnonzero(ranked == kth)[:k - above.size]])
+    return top[np.argsort(-ranked[top], kind="stable")]
+
+
 def _prefix_search(log_probs: np.ndarray, beam_width: int, blank_id: int) -> list[Beam]:
     """Prefix beam search over a whole (T, V) array, no LM, no label pruning; best first."""
-    lp = np.asarray(log_probs, dtype=np.float64)
+    lp = np.ascontiguousarray(log_probs, dtype=np.float64)
+    if len(lp) <= _MAX_OPEN_FRAMES:  # longer ones may be settled, which only _PrefixSearch does
+        labels, starts, lens, logp, exact = beam_kernels.prefix_search(
+            lp, beam_width, blank_id, _COMPACT_EVERY, _MAX_OPEN_LABELS)
+        if exact:
+            return [(tuple(labels[k, :n].tolist()), tuple(starts[k, :n].tolist()), float(logp[k]))
+                    for k, n in enumerate(lens.tolist())]
     search = _PrefixSearch(lp.shape[1], beam_width, blank_id)
     search.advance(lp)
     return [] if search.dead else search.results()
@@ -336,25 +349,6 @@ def prefix_beam_search(log_probs: np.ndarray, beam_width: int = 100,
     (a lower bound of `ctc_forward_logprob`).
     """
     return [(list(labels), logp) for labels, _, logp in _prefix_search(log_probs, beam_width, blank_id)]
-
-
-def _collapse(frame_labels: Sequence[int], blank_id: int) -> tuple[list[int], list[int]]:
-    """CTC's many-to-one map on a frame labelling: (labels, frame where each starts)."""
-    # vectorised: this ran once per beam per utterance, a Python loop over every frame
-    v = np.asarray(frame_labels, dtype=np.int64)
-    keep = v != blank_id
-    keep[1:] &= v[1:] != v[:-1]
-    starts = np.flatnonzero(keep)
-    return v[starts].tolist(), starts.tolist()
-
-
-def _single_spaces(labels: list[int], starts: list[int], space: int) -> tuple[list[int], list[int]]:
-    keep = [i for i, v in enumerate(labels) if v != space or (0 < i and labels[i - 1] != space)]
-    while keep and labels[keep[-1]] == space:
-        keep.pop()
-    if keep and labels[keep[0]] == space:
-        keep.pop(0)
-    return [labels[i] for i in keep], [starts[i] for i in keep]
 
 
 def _merge(hyps: Iterable[Beam], combine: Callable[[float, float], float]) -> list[Beam]:
@@ -381,7 +375,12 @@ class CTCBeamDecoder:
     backend: "auto"/"flashlight" (flashlight-text), "ctcdecode" (the real package, which must be
         installed), "prefix" (`prefix_beam_search` alone, no LM).
     lexicon: lexicon file (see asr.lm) or iterable of words; the output uses only these words.
-    beam_threshold: flashlight drops hypotheses scoring this much (nats) below the best.
+    beam_threshold: flashlight drops hypotheses scoring this much (nats) below the best
+        (pyctcdecode's beam_prune_logp is -10 by default).
+    token_min_logp: labels less probable than this (ln) in a frame, except its most probable,
+        start nothing in it (pyctcdecode's pruning, -5 there by default; None: none). Both
+        bound flashlight's search only: without an LM the prefix search it is merged with
+        stays unpruned, so the guarantee above holds whatever they are.
     num_processes: accepted for ctcdecode compatibility and ignored: flashlight-text's Python
         bindings hold the GIL while decoding, so threads over the batch were measured to give
         no speed-up (and 35% slower on flat posteriors from contention); utterances are decoded
@@ -393,7 +392,8 @@ class CTCBeamDecoder:
                  cutoff_prob: float = 1.0, beam_width: int = 100, num_processes: int = 4,
                  blank_id: int = 0, log_probs_input: bool = False, *, backend: str = "auto",
                  lexicon: str | os.PathLike | Iterable[str] | None = None,
-                 beam_threshold: float = 25.0, space_label: str = " "):
+                 beam_threshold: float = 25.0, token_min_logp: float | None = None,
+                 space_label: str = " "):
         self._labels = list(labels)
         if not 0 <= blank_id < len(self._labels):
             raise ValueError(f"blank_id {blank_id} is outside the {len(self._labels)} labels")
@@ -407,10 +407,12 @@ class CTCBeamDecoder:
         self._blank, self._beam_width = blank_id, beam_width
         self._cutoff_top_n, self._cutoff_prob = cutoff_top_n, cutoff_prob
         self._log_probs_input, self._beam_threshold = log_probs_input, beam_threshold
+        self._token_min_logp = token_min_logp
         self._space = self._labels.index(space_label) if space_label in self._labels else None
         self._ctcdecode = None
         self._backend = "flashlight" if backend == "auto" else backend
         self._words: dict[str, list[list[int]]] | None = None  # lexicon mode when set
+        self._word_index: dict[tuple[int, ...], int] = {}  # labels -> LM index of the word they spell
         self._has_lm = model_path is not None
 
         if backend == "ctcdecode":
@@ -518,9 +520,19 @@ class CTCBeamDecoder:
             drop = np.empty((frames, vocab), bool)
             np.put_along_axis(drop, order, np.cumsum(p, 1) - p >= self._cutoff_prob, 1)
             emissions[drop] = _PRUNED
+        if prune and self._token_min_logp is not None:
+            best = emissions.argmax(1)
+            keep = emissions >= self._token_min_logp
+            keep[np.arange(frames), best] = True
+            emissions[~keep] = _PRUNED
+        # Flashlight tries the beam_size_token best labels of every frame; past the most any
+        # frame kept, only pruned ones are left, whose hypotheses fall out anyway.
+        tried = min(self._cutoff_top_n, vocab)
+        if prune and frames and (self._cutoff_prob < 1.0 or self._token_min_logp is not None):
+            tried = min(tried, int((emissions > _PRUNED).sum(1).max()))
         # flashlight's LM scores are log10; alpha weighs ln, as in ctcdecode
         lm_weight = self._alpha * math.log(10) if self._has_lm else 0.0
-        options = dict(beam_size=self._beam_width, beam_size_token=min(self._cutoff_top_n, vocab),
+        options = dict(beam_size=self._beam_width, beam_size_token=tried,
                        beam_threshold=self._beam_threshold, lm_weight=lm_weight, sil_score=0.0,
                        log_add=True, criterion_type=CriterionType.CTC)
         if self._words is not None:
@@ -537,19 +549,21 @@ class CTCBeamDecoder:
             decoder = LexiconFreeDecoder(LexiconFreeDecoderOptions(**options), self._lm,
                                          self._blank, self._blank, [])
         emissions = np.ascontiguousarray(emissions)
-        hyps = []
-        for r in decoder.decode(emissions.ctypes.data, len(emissions), vocab):
-            # tokens[0] and tokens[-1] are the silences flashlight puts around the utterance
-            labels, starts = _collapse(r.tokens[1:frames + 1], self._blank)
-            n_words = 0
-            if self._words is not None:
-                labels, starts = _single_spaces(labels, starts, self._space)
-                n_words = int(np.count_nonzero(np.asarray(r.words) >= 0))
-            # hypotheses merged by log_add share their LM history, so this leaves the log-sum of
-            # their acoustic scores
-            acoustic = r.score - lm_weight * r.lmScore - self._beta * n_words
-            if acoustic > _PRUNED / 2:  # a path through a pruned label is no hypothesis
-                hyps.append((tuple(labels), tuple(starts), acoustic))
+        results = decoder.decode(emissions.ctypes.data, len(emissions), vocab)
+        if not results:
+            return []
+        # tokens[0] and tokens[-1] are the silences flashlight puts around the utterance
+        tokens = np.array([r.tokens for r in results], dtype=np.int64)[:, 1:frames + 1]
+        lexicon = self._words is not None
+        labels, starts, lens = beam_kernels.collapse(tokens, self._blank, self._space if lexicon else -1)
+        n_words = (np.array([r.words for r in results]) >= 0).sum(1) if lexicon else np.zeros(len(results))
+        # hypotheses merged by log_add share their LM history, so this leaves the log-sum of
+        # their acoustic scores
+        acoustic = (np.array([r.score for r in results]) - lm_weight * np.array([r.lmScore for r in results])
+                    - self._beta * n_words)
+        hyps = [(tuple(labels[k, :n].tolist()), tuple(starts[k, :n].tolist()), float(acoustic[k]))
+                for k, n in enumerate(lens.tolist())
+                if acoustic[k] > _PRUNED / 2]  # a path through a pruned label is no hypothesis
         # in lexicon mode, spellings that differ in extra spaces are one transcript: add them up
         return _merge(hyps, np.logaddexp)
 
@@ -559,8 +573,8 @@ class CTCBeamDecoder:
         if self._backend == "prefix":
             return _prefix_search(log_probs, self._beam_width, self._blank)
         hyps = self._flashlight_search(log_probs)
-        if not hyps and self._cutoff_prob < 1.0:
-            # cutoff_prob pruned away every path the lexicon can spell: search again unpruned
+        if not hyps and (self._cutoff_prob < 1.0 or self._token_min_logp is not None):
+            # cutoff_prob or token_min_logp pruned away every path the lexicon can spell: search again unpruned
             # rather than return nothing (or a NaN score) for the utterance
             hyps = self._flashlight_search(log_probs, prune=False)
         if self._words is not None and hyps:
@@ -569,8 +583,9 @@ class CTCBeamDecoder:
             # single-spaced spelling, exactly, and re-rank: at alpha = beta = 0 a word LM then
             # picks, among the words it knows, what the acoustics say (ctcdecode's "a a").
             exact = ctc_log_likelihoods(log_probs, [labels for labels, _, _ in hyps], self._blank)
-            hyps = [(labels, starts, float(e)) for (labels, starts, _), e in zip(hyps, exact)]
-            hyps.sort(key=lambda h: -(h[2] + self.lm_score(h[0])))
+            lm = self._lm_scores(labels for labels, _, _ in hyps)
+            order = sorted(range(len(hyps)), key=lambda i: -(float(exact[i]) + lm[i]))
+            hyps = [(hyps[i][0], hyps[i][1], float(exact[i])) for i in order]
         if self._words is None and not self._has_lm:
             # Both scores sum a subset of the paths of the same labels: the larger is the better
             # estimate, and the best of the union is at least the prefix search's best.
@@ -613,23 +628,52 @@ class CTCBeamDecoder:
             raise ValueError("lm_score needs the flashlight backend (ctcdecode does not expose its scorer)")
         if self._backend == "prefix":
             return 0.0
+        return self._lm_scores([labels])[0]
+
+    def _lm_scores(self, sequences: Iterable[Sequence[int]]) -> list[float]:
+        """lm_score of each label sequence. The LM states of the word prefixes they share are
+        scored once (an n-best list differs mostly in its last words), and the sums run in the
+        same order as for one sequence alone, so each is the same float as lm_score's."""
         lm_weight = self._alpha * math.log(10) if self._has_lm else 0.0  # flashlight's LM is log10
-        labels = [v for v in labels if v != self._blank]
-        if self._words is not None:
-            text = "".join(self._labels[v] for v in labels)
-            units = [self._lm_dict.get_index(w) if w in self._words else self._unk
-                     for w in text.split(self._labels[self._space]) if w]
-            n_words = len(units)
-        else:
-            units, n_words = labels, 0
-        if not lm_weight:
-            return self._beta * n_words
-        state, total = self._lm.start(False), 0.0
-        for unit in units:
-            state, s = self._lm.score(state, unit)
-            total += s
-        total += self._lm.finish(state)[1]
-        return lm_weight * total + self._beta * n_words
+        start = (self._lm.start(False), 0.0) if lm_weight else None
+        prefixes: dict[tuple[int, ...], tuple] = {(): start}  # units -> (LM state, ln-sum so far)
+        out = []
+        for labels in sequences:
+            labels = [v for v in labels if v != self._blank]
+            units = tuple(self._word_units(labels)) if self._words is not None else tuple(labels)
+            n_words = len(units) if self._words is not None else 0
+            if not lm_weight:
+                out.append(self._beta * n_words)
+                continue
+            known = len(units)
+            while units[:known] not in prefixes:
+                known -= 1
+            state, total = prefixes[units[:known]]
+            for k in range(known, len(units)):
+                state, s = self._lm.score(state, units[k])
+                total += s
+                prefixes[units[:k + 1]] = (state, total)
+            total += self._lm.finish(state)[1]
+            out.append(lm_weight * total + self._beta * n_words)
+        return out
+
+    def _word_units(self, labels: list[int]) -> Iterable[int]:
+        """The LM indices of the words a label sequence spells (<unk> for one not in the
+        lexicon), words being what lies between space labels."""
+        word: list[int] = []
+        for v in labels + [self._space]:
+            if v != self._space:
+                word.append(v)
+            elif word:
+                key = tuple(word)
+                index = self._word_index.get(key)
+                if index is None:
+                    text = "".join(self._labels[u] for u in word)
+                    index = self._unk
+                    if text in self._words:  # remembered: at most the lexicon's spellings
+                        index = self._word_index[key] = self._lm_dict.get_index(text)
+                yield index
+                word = []
 
     def reset_params(self, alpha: float, beta: float) -> None:
         """Change the LM weight and word bonus (ctcdecode's reset_params)."""

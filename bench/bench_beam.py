@@ -11,8 +11,17 @@ line, e.g. an LM's training text) neither --model nor --data is needed: the labe
 characters and the first --utts lines are the references.
 
 pyctcdecode pins numpy<2, which this project's environment does not satisfy, so it runs in a venv
-of its own (created on first use at --bench-venv, `pip install pyctcdecode kenlm`) and gets the
-log-probabilities through an .npz file. Both decoders load the LM before the clock starts.
+of its own (created on first use at --bench-venv, `pip install pyctcdecode kenlm`), in one worker
+process that gets the log-probabilities through an .npz file and is told over a pipe when to
+decode. Both decoders load the LM before any clock starts.
+
+Timing: --rounds rounds, each decoding every utterance once with every decoder, the decoders'
+order turning from round to round, so that a neighbour's load falls on all of them alike. The
+clock is each process's CPU time (time.process_time; both decode on one thread), which another
+job on the machine does not inflate the way it does wall time; the ratio is the median over the
+rounds of pyctcdecode's seconds / ours in the same round. Our decoder runs twice: with its
+defaults (ctcdecode's: every label tried, beam_threshold 25) and with pyctcdecode's default
+pruning (token_min_logp=-5, beam_threshold=10, which is its beam_prune_logp).
 Also counted: without an LM, on how many utterances our best beam is at least as probable as
 the best of a plain prefix beam search (asr.beam_search.prefix_beam_search) at the same width.
 Prints a markdown table for BENCHMARKS.md.
@@ -42,21 +51,29 @@ from asr.tune import Posteriors, beam_texts, compute_posteriors, greedy_texts  #
 
 PYCTCDECODE = "pyctcdecode==0.5.0"
 
-# Runs inside the pyctcdecode venv: argv = npz, lm ("" for none), alpha, beta, beam width, out json.
+# Runs inside the pyctcdecode venv: argv = npz, lm ("" for none), alpha, beta, beam width. Each
+# line "none" or "lm" on stdin decodes every utterance once with that decoder and answers one JSON
+# line (CPU and wall seconds, the transcripts).
 _WORKER = r"""
 import json, sys, time
 import numpy as np
 from pyctcdecode import build_ctcdecoder
-npz, lm, alpha, beta, beam, out = sys.argv[1:]
+npz, lm, alpha, beta, beam = sys.argv[1:]
 z = np.load(npz, allow_pickle=False)
 labels = ["" if i == int(z["blank_id"]) else l for i, l in enumerate(z["labels"].tolist())]
 log_probs = np.split(z["log_probs"], np.cumsum(z["lengths"])[:-1])
-decoder = build_ctcdecoder(labels, kenlm_model_path=lm or None, alpha=float(alpha), beta=float(beta))
-decoder.decode(log_probs[0], beam_width=int(beam))  # warm-up: lazy set-up is not decoding
-t0 = time.perf_counter()
-hyps = [decoder.decode(lp, beam_width=int(beam)) for lp in log_probs]
-json.dump({"seconds": time.perf_counter() - t0, "hyps": hyps}, open(out, "w"))
+decoders = {"none": build_ctcdecoder(labels, alpha=float(alpha), beta=float(beta)),
+            "lm": build_ctcdecoder(labels, kenlm_model_path=lm, alpha=float(alpha), beta=float(beta))}
+for d in decoders.values():
+    d.decode(log_probs[0], beam_width=int(beam))  # warm-up: lazy set-up is not decoding
+print("ready", flush=True)
+for line in sys.stdin:
+    decoder = decoders[line.strip()]
+    c0, t0 = time.process_time(), time.perf_counter()
+    hyps = [decoder.decode(lp, beam_width=int(beam)) for lp in log_probs]
+    print(json.dumps({"cpu": time.process_time() - c0, "wall": time.perf_counter() - t0, "hyps": hyps}), flush=True)
 """
+PYCTC_PRUNING = dict(token_min_logp=-5.0, beam_threshold=10.0)  # pyctcdecode 0.5.0's defaults
 
 
 def ensure_venv(path: Path) -> Path:
@@ -98,30 +115,40 @@ def synthetic_posteriors(refs: list[str], labels: list[str], seed: int = 0, fram
     return Posteriors([f"s{i}" for i in range(len(refs))], refs, out, labels)
 
 
-def ours(post: Posteriors, lm: str | None, alpha: float, beta: float, beam: int) -> tuple[float, list[str]]:
-    decoder = CTCBeamDecoder(post.labels, lm, alpha, beta, beam_width=beam, blank_id=post.blank_id,
-                             log_probs_input=True)
-    beam_texts(decoder, Posteriors(post.utt_ids[:1], post.refs[:1], post.log_probs[:1], post.labels))  # warm-up
-    t0 = time.perf_counter()
-    hyps = beam_texts(decoder, post, batch=1)  # one utterance a call, as pyctcdecode's decode()
-    return time.perf_counter() - t0, hyps
+class PyctcWorker:
+    """pyctcdecode in its own venv and process, both decoders loaded; run("none" | "lm")."""
+
+    def __init__(self, python: Path, post: Posteriors, lm: str, alpha: float, beta: float, beam: int,
+                 tmp: Path):
+        npz = tmp / "post.npz"
+        post.save(npz)
+        self.proc = subprocess.Popen([python, "-c", _WORKER, npz, lm, str(alpha), str(beta), str(beam)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"pyctcdecode worker failed (exit {self.proc.wait()}); its stderr is above")
+
+    def run(self, which: str) -> tuple[float, float, list[str]]:
+        self.proc.stdin.write(which + "\n")
+        self.proc.stdin.flush()
+        res = json.loads(self.proc.stdout.readline())
+        return res["cpu"], res["wall"], [" ".join(h.split()) for h in res["hyps"]]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
-def pyctc(python: Path, post: Posteriors, lm: str | None, alpha: float, beta: float, beam: int,
-          tmp: Path) -> tuple[float, list[str]]:
-    npz, out = tmp / "post.npz", tmp / "pyctc.json"
-    post.save(npz)
-    proc = subprocess.run([python, "-c", _WORKER, npz, lm or "", str(alpha), str(beta), str(beam), out],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"pyctcdecode worker failed:\n{proc.stderr[-3000:]}")
-    res = json.loads(out.read_text())
-    return res["seconds"], [" ".join(h.split()) for h in res["hyps"]]
+def timed(decoder, post: Posteriors) -> tuple[float, float, list[str]]:
+    """(CPU s, wall s, best transcripts): one utterance a call, as pyctcdecode's decode()."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    hyps = beam_texts(decoder, post, batch=1)
+    return time.process_time() - c0, time.perf_counter() - t0, hyps
 
 
-def prefix_check(post: Posteriors, beam: int) -> tuple[int, int, int]:
+def prefix_check(post: Posteriors, beam: int, **pruning) -> tuple[int, int, int]:
     """(utterances, ours >= prefix search, ours > prefix search) for the best beam's ln P, no LM."""
-    decoder = CTCBeamDecoder(post.labels, beam_width=beam, blank_id=post.blank_id, log_probs_input=True)
+    decoder = CTCBeamDecoder(post.labels, beam_width=beam, blank_id=post.blank_id, log_probs_input=True,
+                             **pruning)
     at_least, better = 0, 0
     for lp in post.log_probs:
         _, scores, _, _ = decoder.decode(torch.from_numpy(lp)[None])
@@ -144,6 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--beta", type=float, default=1.0)
     ap.add_argument("--beam-width", type=int, default=None, help="default: the tuned one, else 32")
+    ap.add_argument("--rounds", type=int, default=5, help="timed passes over the utterances per decoder")
     ap.add_argument("--bench-venv", type=Path, default=Path(tempfile.gettempdir()) / "bench-venv")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -179,32 +207,54 @@ def main(argv=None) -> int:
     python = ensure_venv(a.bench_venv)
     n, frames = len(post.log_probs), sum(len(x) for x in post.log_probs)
 
-    rows = []
-    greedy = greedy_texts(post)
-    rows.append(("greedy", "-", "-", None, greedy))
+    def ours(lm, **pruning):
+        decoder = CTCBeamDecoder(post.labels, lm, a.alpha, a.beta, beam_width=a.beam_width,
+                                 blank_id=post.blank_id, log_probs_input=True, **pruning)
+        beam_texts(decoder, Posteriors(post.utt_ids[:1], post.refs[:1], post.log_probs[:1], post.labels))  # warm-up
+        return lambda: timed(decoder, post)
+
+    lm_name = Path(a.lm).name
     with tempfile.TemporaryDirectory() as tmp:
-        for lm in (None, a.lm):
-            for name, run in (("asr CTCBeamDecoder", lambda lm: ours(post, lm, a.alpha, a.beta, a.beam_width)),
-                              ("pyctcdecode 0.5.0", lambda lm: pyctc(python, post, lm, a.alpha, a.beta,
-                                                                     a.beam_width, Path(tmp)))):
-                seconds, hyps = run(lm)
-                rows.append((name, "none" if lm is None else Path(lm).name, a.beam_width, seconds, hyps))
-    checked, at_least, better = prefix_check(post, a.beam_width)
+        worker = PyctcWorker(python, post, a.lm, a.alpha, a.beta, a.beam_width, Path(tmp))
+        runs = {}  # (decoder, LM) -> callable giving (cpu, wall, hyps)
+        for key, lm in (("none", None), (lm_name, a.lm)):
+            runs[("pyctcdecode 0.5.0", key)] = lambda key=key: worker.run("none" if key == "none" else "lm")
+            runs[("asr CTCBeamDecoder", key)] = ours(lm)
+            runs[("asr CTCBeamDecoder, pyctcdecode's pruning", key)] = ours(lm, **PYCTC_PRUNING)
+        cpu, wall, hyps = {k: [] for k in runs}, {k: [] for k in runs}, {}
+        order = list(runs)
+        for r in range(a.rounds):
+            for k in order[r % len(order):] + order[:r % len(order)]:
+                c, w, h = runs[k]()
+                cpu[k].append(c)
+                wall[k].append(w)
+                hyps.setdefault(k, h)
+        worker.close()
+    checks = [(what, *prefix_check(post, a.beam_width, **pruning))
+              for what, pruning in (("defaults", {}), ("pyctcdecode's pruning", PYCTC_PRUNING))]
 
     print(f"### Beam search: asr vs pyctcdecode ({date.today()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, 1 thread each)\n")
-    print(f"{n} utterances ({frames} frames, {len(post.labels)} labels) from {source}; "
-          f"alpha={a.alpha}, beta={a.beta} for both (ln-LM weight and per-word bonus in both).\n")
-    print("| decoder | LM | beam | utt/s | speed vs pyctcdecode | WER % | CER % |")
-    print("|---|---|---|---|---|---|---|")
-    seconds_of = {(name, lm): seconds for name, lm, _, seconds, _ in rows}
-    for name, lm, beam, seconds, hyps in rows:
-        theirs = seconds_of.get(("pyctcdecode 0.5.0", lm))
-        ratio = f"{theirs / seconds:.2f}x" if name.startswith("asr") and theirs else ""
-        print(f"| {name} | {lm} | {beam} | {'' if seconds is None else f'{n / seconds:.1f}'} | {ratio} | "
-              f"{corpus_wer(post.refs, hyps).rate:.2f} | {corpus_cer(post.refs, hyps).rate:.2f} |")
-    print(f"\nWithout LM, best beam ln P >= plain prefix beam search's (beam {a.beam_width}): "
-          f"{at_least}/{checked} utterances ({better} strictly higher).")
+          f"{os.cpu_count()} cores, 1 thread each, {a.rounds} rounds)\n")
+    print(f"{n} utterances ({frames} frames, {len(post.labels)} labels) from {source}; beam {a.beam_width}, "
+          f"alpha={a.alpha}, beta={a.beta} for both (ln-LM weight and per-word bonus in both). "
+          f"Speed = median over rounds of pyctcdecode's CPU seconds / ours in the same round "
+          f"(wall-clock ratio in brackets).\n")
+    print("| decoder | LM | utt/s (CPU) | speed vs pyctcdecode | WER % | CER % |")
+    print("|---|---|---|---|---|---|")
+    greedy = greedy_texts(post)
+    print(f"| greedy | - | | | {corpus_wer(post.refs, greedy).rate:.2f} | {corpus_cer(post.refs, greedy).rate:.2f} |")
+    for (name, lm), h in hyps.items():
+        theirs = ("pyctcdecode 0.5.0", lm)
+        ratio = ""
+        if name.startswith("asr"):
+            by_cpu = np.median([p / o for p, o in zip(cpu[theirs], cpu[(name, lm)])])
+            by_wall = np.median([p / o for p, o in zip(wall[theirs], wall[(name, lm)])])
+            ratio = f"**{by_cpu:.2f}x** ({by_wall:.2f}x)"
+        print(f"| {name} | {lm} | {n / np.median(cpu[(name, lm)]):.1f} | {ratio} | "
+              f"{corpus_wer(post.refs, h).rate:.2f} | {corpus_cer(post.refs, h).rate:.2f} |")
+    for what, checked, at_least, better in checks:
+        print(f"\nWithout LM ({what}), best beam ln P >= plain prefix beam search's (beam {a.beam_width}): "
+              f"{at_least}/{checked} utterances ({better} strictly higher).")
     return 0
 
 

@@ -256,3 +256,76 @@ def test_loading_an_arpa_lm_is_quiet_unless_it_fails(tmp_path, capfd):
     with pytest.raises(Exception, match="not an ARPA file"):  # KenLM's own explanation
         CTCBeamDecoder(LABELS, str(tmp_path / "bad.arpa"), lexicon=["cat"])
     assert "bad.arpa" in capfd.readouterr().err  # and what it wrote while failing
+
+
+def _numpy_prefix_search(lp: np.ndarray, beam_width: int, blank: int):
+    from asr.beam_search import _PrefixSearch
+
+    search = _PrefixSearch(lp.shape[1], beam_width, blank)
+    search.advance(lp)
+    return [] if search.dead else search.results()
+
+
+@pytest.mark.parametrize("kind", ["dirichlet", "ties", "zeros"])
+def test_compiled_prefix_search_gives_the_numpy_search_beams(kind):
+    # the compiled search must reproduce the numpy one exactly: labels, start frames and the
+    # bits of every score, also when scores tie (a peaked label, all others equal) or are -inf
+    from asr import beam_kernels
+    from asr.beam_search import _COMPACT_EVERY, _MAX_OPEN_LABELS
+
+    rng = np.random.default_rng(["dirichlet", "ties", "zeros"].index(kind))
+    compared = 0
+    for _ in range(25):
+        frames, vocab = int(rng.choice([1, 3, 40, 130])), int(rng.integers(3, 9))
+        beam_width, blank = int(rng.choice([1, 4, 16])), int(rng.integers(0, vocab))
+        if kind == "dirichlet":
+            p = rng.dirichlet(np.full(vocab, 0.3), size=frames)
+        else:
+            p = np.full((frames, vocab), 0.1 / (vocab - 1))
+            p[np.arange(frames), rng.integers(0, vocab, frames)] = 0.9
+            if kind == "zeros":
+                p[rng.random((frames, vocab)) < 0.3] = 0.0
+        with np.errstate(divide="ignore"):
+            lp = np.log(p)
+        labels, starts, lens, logp, exact = beam_kernels.prefix_search(
+            lp, beam_width, blank, _COMPACT_EVERY, _MAX_OPEN_LABELS)
+        if not exact:
+            continue
+        compiled = [(tuple(labels[k, :n].tolist()), tuple(starts[k, :n].tolist()), float(logp[k]))
+                    for k, n in enumerate(lens.tolist())]
+        assert compiled == _numpy_prefix_search(lp, beam_width, blank)
+        compared += 1
+    assert compared >= 20
+
+
+def test_batched_likelihoods_match_the_forward_algorithm():
+    from asr.beam_search import ctc_log_likelihoods
+
+    rng = np.random.default_rng(0)
+    lp = random_log_probs(1, frames=30, vocab=6)
+    base = list(rng.integers(1, 6, size=12))
+    # shared prefixes (the reuse of columns), repeats (no blank skip), the empty sequence, and
+    # one too long for the frames
+    candidates = [base, base[:8], base[:8] + [3, 3], [], base + [2] * 10, [4] * 16, base[:1]]
+    got = ctc_log_likelihoods(lp, candidates)
+    for c, g in zip(candidates, got):
+        assert g == pytest.approx(ctc_forward_logprob(lp, c), rel=1e-12, abs=1e-12)
+    assert got[5] == -math.inf
+
+
+def test_token_min_logp_prunes_labels_and_keeps_the_guarantee():
+    # "b" (0.25) is below the threshold where it would start, so "bat" leaves the n-best list
+    probs = peaked([{"c": 0.7, "b": 0.25}, {"a": 0.95}, {"t": 0.95}])
+    n_best = {}
+    for min_logp in (None, math.log(0.3)):
+        decoder = CTCBeamDecoder(LABELS, beam_width=4, lexicon=["cat", "bat"], token_min_logp=min_logp)
+        results, _, _, lens = decoder.decode(probs)
+        n_best[min_logp] = {text(LABELS, results, lens, 0, k) for k in range(4) if lens[0, k] > 0}
+    assert n_best[None] == {"cat", "bat"} and n_best[math.log(0.3)] == {"cat"}
+    # without LM the unpruned prefix search is merged in: its best beam is never lost
+    for seed in range(5):
+        lp = random_log_probs(seed, frames=25, vocab=len(LABELS))
+        decoder = CTCBeamDecoder(LABELS, beam_width=8, log_probs_input=True, token_min_logp=-1.0,
+                                 beam_threshold=2.0)
+        _, scores, _, _ = decoder.decode(torch.from_numpy(lp)[None])
+        assert -float(scores[0, 0]) >= prefix_beam_search(lp, 8)[0][1] - 1e-5
