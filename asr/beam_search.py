@@ -44,8 +44,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from asr import beam_kernels
-from asr.lm import LM_SPECIAL_WORDS, WORD_BOUNDARY, arpa_unigrams, read_lexicon, spell, spelling_labels
+from . import beam_kernels
+from .lm import LM_SPECIAL_WORDS, WORD_BOUNDARY, arpa_unigrams, read_lexicon, spell, spelling_labels
 
 BACKENDS = ("auto", "flashlight", "ctcdecode", "prefix")
 Beam = tuple[tuple[int, ...], tuple[int, ...], float]  # labels, frame each starts, ln P

@@ -21,6 +21,7 @@ exp=exp/train
 corpus_dir=
 dev_utts=100
 train_args=
+cmvn=exp/cmvn.json  # --cmvn ../english/exp/cmvn.json with --config conf/finetune_english.yaml
 force=false
 . ../lib.sh
 
@@ -38,7 +39,7 @@ fi
 if stage 2 train; then
   start=$SECONDS
   asr train --config "$config" --exp-dir "$exp" --resume --recipe recipes/an4 \
-    features.cmvn=exp/cmvn.json $train_args
+    features.cmvn="$cmvn" $train_args
   echo $((SECONDS - start)) > "$exp/train_seconds"
   done_stage 2 train
 fi
