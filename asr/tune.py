@@ -12,7 +12,6 @@ log-probabilities are dumped, and each grid point ranks the members' n-best list
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -282,39 +281,3 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
               "LM's own words (an ARPA LM); a binary LM needs its lexicon passed again", file=sys.stderr)
     tuned_package(package, best, lm, out / "model.safetensors")
     return best
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str) -> list[int]:
-    values = _floats(text)
-    if not values or any(v != int(v) or v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated beam widths >= 1, got {text!r}")
-    return [int(v) for v in values]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model name, package file, exp dir or URL")
-    p.add_argument("--data", required=True, help="dev data dir (with references)")
-    p.add_argument("--lm", default=None, help="KenLM ARPA file (or binary with --lexicon); none: tune the beam alone")
-    p.add_argument("--lexicon", default=None, help="lexicon file (see asr.lm), needed for a binary word LM")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--alphas", type=_floats, default=[0.0, 0.5, 1.0, 1.5], help="LM weights (default 0,0.5,1,1.5)")
-    p.add_argument("--betas", type=_floats, default=[0.0, 1.0, 2.0], help="word bonuses (default 0,1,2)")
-    p.add_argument("--beams", type=_ints, default=[8, 32], help="beam widths (default 8,32)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
-
-
-def run(a: argparse.Namespace) -> int:
-    best = tune(a.model, a.data, a.lm, a.out_dir, a.alphas, a.betas, a.beams, lexicon=a.lexicon,
-                batch_size=a.batch_size, device=a.device)
-    print(Path(a.out_dir, "results.md").read_text(encoding="utf-8"), end="")
-    print(f"best: alpha={best['alpha']} beta={best['beta']} beam_width={best['beam_width']} "
-          f"WER {best['wer']:.2f} (greedy {best['greedy_wer']:.2f}) -> {Path(a.out_dir, 'model.safetensors')}")
-    return 0

@@ -304,20 +304,20 @@ def test_item4_url_models_cache_by_url_and_verify_before_caching(tmp_path, monke
 def _enroll_in_child(model, name, files, db, barrier):
     import time
 
-    from asr import speaker
+    from asr import speaker_db
 
     # Widen the window between reading and writing the database, as a slow embedding does.
-    real_embed = speaker.embed_arrays
-    speaker.embed_arrays = lambda *a, **k: (time.sleep(0.3), real_embed(*a, **k))[1]
+    real_embed = speaker_db.embed_arrays
+    speaker_db.embed_arrays = lambda *a, **k: (time.sleep(0.3), real_embed(*a, **k))[1]
     barrier.wait()  # the processes read the database at the same moment
-    speaker.enroll(model, name, files, db)
+    speaker_db.enroll(model, name, files, db)
 
 
 def test_item12_speaker_db_concurrent_enrolls_speech_and_duplicates(tmp_path):
     import multiprocessing
 
     from asr.models.speaker import SpeakerModel
-    from asr.speaker import SpeakerDB, SpeakerDBError, enroll
+    from asr.speaker_db import SpeakerDB, SpeakerDBError, enroll
 
     from .test_speaker import small_cfg, voice
 

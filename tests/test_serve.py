@@ -281,7 +281,7 @@ def test_openai_client_lists_the_models(server):
 # -- speakers ----------------------------------------------------------------------------------
 
 def test_speaker_endpoints_agree_with_the_library(server, tmp_path):
-    from asr import speaker as spk
+    from asr import speaker_db as spk
     from asr.pretrained import load_model
 
     enrolled = {name: [f"{d}_{name}_3.wav" for d in (1, 2, 3)] for name in ("george", "jackson")}

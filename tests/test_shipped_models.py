@@ -16,7 +16,7 @@ from asr import cli
 from asr.datadir import read_data_dir
 from asr.metrics import corpus_wer
 from asr.pretrained import load_model, read_header, resolve
-from asr.speaker import evaluate as evaluate_speakers
+from asr.speaker_eval import evaluate as evaluate_speakers
 from asr.synthesize import synthesize
 from asr.transcribe import Transcriber
 from data_prep import fsdd

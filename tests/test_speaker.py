@@ -15,7 +15,9 @@ from asr.models.speaker import AttentiveStatsPooling, SpeakerModel
 from asr.pretrained import EMBEDDED_DIR, load_package, save_package
 from asr.metrics import eer, eer_threshold, min_dcf
 from asr import cli
-from asr.speaker import SpeakerDB, SpeakerDBError, add_speaker_commands, enroll, evaluate, identify, verify
+from asr.cli import add_speaker_commands
+from asr.speaker_db import SpeakerDB, SpeakerDBError, enroll, identify, verify
+from asr.speaker_eval import evaluate
 
 from .conftest import FSDD, YESNO
 
@@ -285,7 +287,7 @@ def test_db_round_trip_merge_and_replace(tmp_path, tiny, wavs):
     enroll(model, "hi", wavs["hi"][:2], db_path)
     db = SpeakerDB.load(db_path)
     assert sorted(db.speakers) == ["hi", "lo"] and db.speakers["lo"].count == 3
-    from asr.speaker import embed_files
+    from asr.speaker_embed import embed_files
 
     _, emb = embed_files(model, wavs["lo"][:3])
     np.testing.assert_allclose(db.speakers["lo"].mean, emb.mean(0), atol=1e-6)
@@ -413,7 +415,7 @@ def test_evaluate_enrolls_new_speakers_from_test_and_writes_reports(tmp_path, ti
 
 
 def test_trials_in_kaldi_and_voxceleb_formats(tmp_path):
-    from asr.speaker import read_trials
+    from asr.speaker_eval import read_trials
 
     (tmp_path / "kaldi").write_text("a b target\na c nontarget\n")
     (tmp_path / "vox").write_text("1 a b\n0 a c\n")

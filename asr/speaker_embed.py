@@ -1,0 +1,82 @@
+"""Speaker embeddings from a speaker model (asr.models.speaker): waveforms, files or data-dir
+utterances -> L2-normalised vectors whose dot product is the cosine score.
+
+The enrollment database (asr.speaker_db) and the evaluation (asr.speaker_eval) score these.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+
+from .audio import AudioError, load_audio
+from .data import eval_batches
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def embed_arrays(model, wavs: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
+    """1-D waveforms at the model's sample rate -> (N, D) L2-normalised embeddings (float32)."""
+    was_training = model.training
+    model.eval()
+    out = None  # the back-end decides the width: the network's embedding, or it joined with statistics
+    order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))  # similar lengths, little padding
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            lens = torch.tensor([len(wavs[i]) for i in idx])
+            x = torch.zeros(len(idx), int(lens.max()))
+            for row, i in enumerate(idx):
+                x[row, : len(wavs[i])] = torch.from_numpy(np.asarray(wavs[i], dtype=np.float32))
+            dev = _device(model)
+            emb = model.embed(x.to(dev), lens.to(dev)).cpu().numpy()
+            if out is None:
+                out = np.zeros((len(wavs), emb.shape[1]), dtype=np.float32)
+            out[idx] = emb
+    finally:
+        model.train(was_training)
+    return out if out is not None else np.zeros((0, model.cfg.model.embedding_dim), dtype=np.float32)
+
+
+def embed_files(model, paths, on_error=None, batch_size: int = 16) -> tuple[list[str], np.ndarray]:
+    """(readable paths, their embeddings). An unreadable file raises AudioError naming it, or, with
+    `on_error`, is passed to on_error(path, message) and left out."""
+    sr = model.cfg.features.sample_rate
+    good, wavs = [], []
+    for p in paths:
+        try:
+            wavs.append(load_audio(p, sr)[0])
+            good.append(str(p))
+        except AudioError as e:
+            if on_error is None:
+                raise
+            on_error(str(p), str(e))
+    return good, embed_arrays(model, wavs, batch_size)
+
+
+def embed_utterances(model, utts, batch_seconds: float = 100.0) -> dict[str, np.ndarray]:
+    """{utt_id: embedding} for data-dir utterances; unreadable ones are reported and left out."""
+    out = {}
+    with torch.no_grad():
+        model.eval()
+        for batch in eval_batches(utts, model.cfg.features.sample_rate, batch_seconds):
+            for utt, why in batch.errors:
+                print(f"speaker evaluate: skipped {utt}: {why}", file=sys.stderr)
+            if len(batch):
+                batch.to(_device(model))
+                out.update(zip(batch.utt_ids, model.embed(batch.wav, batch.wav_lens).cpu().numpy()))
+    return out
+
+
+def model_id(model) -> str:
+    from .pretrained import weights_sha256
+
+    return weights_sha256(model.state_dict())
+
+
+def normalise(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
