@@ -80,7 +80,7 @@ def _inference_model(a):
             raise ValueError("--backend onnxruntime runs on the CPU here; drop --device")
         return onnx_model(a.model or "digits", int8=a.int8, threads=n)
     from .models import RECOGNIZERS
-    from .pretrained import load_model
+    from .registry import load_model
 
     model = load_model(a.model or "digits", a.device, arch=RECOGNIZERS)
     if a.int8 and not getattr(model, "quantization", None):
@@ -211,7 +211,8 @@ def cmd_score(a) -> int:
 
 
 def cmd_package(a) -> int:
-    from .pretrained import load_model, package_relative_lm, save_package
+    from .package import package_relative_lm, save_package
+    from .registry import load_model
 
     model = load_model(a.model, quantized=False)
     d = model.cfg.decode
@@ -234,7 +235,8 @@ def cmd_ensemble(a) -> int:
     import copy
 
     from .models.ensemble import CTCEnsemble
-    from .pretrained import load_model, package_relative_lm, save_package
+    from .package import package_relative_lm, save_package
+    from .registry import load_model
 
     members = [load_model(m, arch="ctc") for m in a.models]
     ensemble = CTCEnsemble(members, copy.deepcopy(members[0].cfg), names=a.models)
@@ -258,7 +260,7 @@ def cmd_ensemble(a) -> int:
 
 def cmd_export(a) -> int:
     from .export import EXPORTABLE_ARCHS, export_onnx
-    from .pretrained import load_model
+    from .registry import load_model
 
     model = load_model(a.model, quantized=False, arch=EXPORTABLE_ARCHS)
     export_onnx(model, a.output, int8=a.int8)
@@ -326,7 +328,7 @@ def cmd_shards(a) -> int:
 
 
 def cmd_ship(a) -> int:
-    from .pretrained import ship
+    from .ship import ship
 
     print(ship(a.package, a.name, a.data, a.result))
     return 0
@@ -357,7 +359,8 @@ def cmd_tts(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from .pretrained import read_header, registry, resolve
+    from .package import read_header
+    from .registry import registry, resolve
 
     reg = registry()
     print(f"{'name':<16} {'size':>8}  {'arch':<12} {'trained on':<32} result")
@@ -521,7 +524,7 @@ def cmd_synthesize(a) -> int:
 
 
 def _speaker_model(a):
-    from .pretrained import load_model
+    from .registry import load_model
 
     return load_model(a.model, a.device, arch="speaker")
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from .audio import AudioError, load_audio
 from .checkpoint import atomic_write_bytes
+from .registry import asr_home
 from .speaker_embed import embed_arrays, embed_files, model_id, normalise
 
 DEFAULT_MODEL = "speaker"  # 204 real voices, 16 kHz; digits-speaker stays for FSDD (recipes/speaker_digits)
@@ -65,8 +66,6 @@ class Enrolled:
 
 
 def default_db_path() -> Path:
-    from .pretrained import asr_home
-
     return asr_home() / "speakers.json"
 
 

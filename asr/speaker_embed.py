@@ -12,6 +12,7 @@ import torch
 
 from .audio import AudioError, load_audio
 from .data import eval_batches
+from .package import weights_sha256
 
 
 def _device(model) -> torch.device:
@@ -73,8 +74,6 @@ def embed_utterances(model, utts, batch_seconds: float = 100.0) -> dict[str, np.
 
 
 def model_id(model) -> str:
-    from .pretrained import weights_sha256
-
     return weights_sha256(model.state_dict())
 
 

@@ -59,7 +59,7 @@ def load_tts(model=DEFAULT_TTS_MODEL, device: str | torch.device = "cpu"):
     if isinstance(model, torch.nn.Module):
         check_arch(getattr(model, "arch", type(model).__name__), "tts", str(getattr(model, "package_path", None) or "model"))
         return model.eval()
-    from .pretrained import load_model
+    from .registry import load_model
 
     return load_model(model, device, arch="tts")
 
@@ -179,7 +179,7 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
     from .audio import save_audio
     from .datadir import utterance_file
     from .metrics import corpus_wer, mel_cepstral_distortion, score
-    from .pretrained import load_model
+    from .registry import load_model
     from .transcribe import Transcriber
     from .tts_text import spoken_words
 

@@ -30,7 +30,7 @@ from .data import AudioDataset, BucketBatchSampler, eval_batches, make_loader
 from .datadir import read_data_dir
 from .models import model_class
 from .models.base import Loss, TrainableModel
-from .pretrained import PACKAGE_FILE, load_package, save_package
+from .package import PACKAGE_FILE, load_package, save_package
 from .text import case_variants
 
 # Fault injection for the kill-and-resume tests: a real SIGKILL at a known step.

@@ -83,7 +83,7 @@ class Posteriors:
 
 def dump_key(model, data_dir: str | os.PathLike) -> str:
     """Model weights + data dir contents: a dump is reused only while both are unchanged."""
-    from .pretrained import weights_sha256
+    from .package import weights_sha256
 
     h = hashlib.sha256(weights_sha256(model.state_dict()).encode())
     for name in ("wav.scp", "text", "manifest.jsonl"):
@@ -232,7 +232,8 @@ def write_results(rows: list[dict], out_dir: str | os.PathLike, greedy: dict | N
 def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLike | None,
                   out_path: str | os.PathLike) -> Path:
     """A copy of the package whose cfg.decode holds the tuned values; LM path relative to it."""
-    from .pretrained import load_model, package_relative_lm, save_package
+    from .package import package_relative_lm, save_package
+    from .registry import load_model
 
     model = load_model(model_path)
     d = model.cfg.decode
@@ -249,7 +250,7 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
          lexicon: str | os.PathLike | None = None, batch_size: int = 16, device: str = "cpu") -> dict:
     """The whole `asr tune`: dump (or reuse) dev log-probs, grid search, write results and package."""
     from .models import RECOGNIZERS
-    from .pretrained import load_model, resolve
+    from .registry import load_model, resolve
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ from asr.config import ExperimentConfig, FeatureConfig, ModelConfig, TrainConfig
 from asr.datadir import Utterance, read_data_dir, write_data_dir
 from asr.models import model_class
 from asr.models.speaker import AttentiveStatsPooling, SpeakerModel
-from asr.pretrained import EMBEDDED_DIR, load_package, save_package
+from asr.package import load_package, save_package
+from asr.registry import EMBEDDED_DIR
 from asr.metrics import eer, eer_threshold, min_dcf
 from asr import cli
 from asr.cli import add_speaker_commands
@@ -445,7 +446,7 @@ SHIPPED = EMBEDDED_DIR / "digits-speaker.safetensors"
 @pytest.mark.skipif(not (SHIPPED.exists() and FSDD.is_dir() and YESNO.is_dir()),
                     reason="needs the shipped digits-speaker model, FSDD and yesno")
 def test_shipped_model_enrolls_a_speaker_absent_from_training(tmp_path):
-    from asr.pretrained import load_model
+    from asr.registry import load_model
 
     model = load_model("digits-speaker")
     db = tmp_path / "db.json"

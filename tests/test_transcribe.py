@@ -11,7 +11,8 @@ import soundfile as sf
 import asr
 from asr.audio import AudioError, load_audio
 from asr.metrics import corpus_wer
-from asr.pretrained import PackageError, load_model, resolve
+from asr.package import PackageError
+from asr.registry import load_model, resolve
 from asr.transcribe import Transcriber, split_on_pauses
 from data_prep.fsdd import trim_silence
 

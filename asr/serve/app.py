@@ -51,7 +51,8 @@ from .. import __version__
 from .. import speaker_db as spk
 from ..audio import AudioError, load_audio, resample
 from ..config import load_config
-from ..pretrained import PackageError, load_model, read_header, registry, resolve
+from ..package import PackageError, read_header
+from ..registry import load_model, registry, resolve
 from ..speaker_embed import embed_arrays
 from ..streaming import Stream, file_header, pcm16, streaming_problem
 from ..synthesize import synthesize
