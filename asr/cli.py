@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 from . import threads
@@ -136,41 +135,13 @@ def cmd_cmvn(a) -> int:
 
 
 def cmd_decode(a) -> int:
-    from .datadir import read_data_dir
-    from .metrics import score
-    from .transcribe import Transcriber
+    from .transcribe import Transcriber, decode_and_score
 
-    model = _inference_model(a)
-    tr = Transcriber(model, a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size)
-    utts = read_data_dir(a.data)
-    if unscored := [u.utt_id for u in utts if u.text is None]:  # scoring them against "" is 3100 % WER
-        raise ValueError(f"{a.data}: no reference transcript for {len(unscored)} utterance(s) (e.g. {unscored[0]!r}; "
-                         "a data dir needs a `text` file to be decoded and scored); `asr transcribe` only transcribes")
-    out = Path(a.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    errors = []
-    by_path = {}
-    t0 = time.time()
-    by_audio = {u.audio: u for u in utts}  # a wav.scp command (allowed by the reader) runs only here
-    for t in tr.transcribe_files(list(by_audio), on_error=lambda p, m: errors.append((p, m)),
-                                 load=lambda audio, sr: by_audio[audio].load_audio(sr)):
-        by_path[t.path] = t
-    elapsed = time.time() - t0
-    hyps = {u.utt_id: by_path[u.audio].text for u in utts if u.audio in by_path}
-    with open(out / "hyp.txt", "w") as f:
-        f.writelines(f"{k} {v}\n" for k, v in sorted(hyps.items()))
-    with open(out / "hyp.jsonl", "w") as f:
-        for u in utts:
-            if u.audio in by_path:
-                f.write(json.dumps({"utt_id": u.utt_id, **by_path[u.audio].to_dict()}, ensure_ascii=False) + "\n")
-    for p, m in errors:
-        print(f"decode: failed {p}: {m}", file=sys.stderr)
-    refs = {u.utt_id: u.text or "" for u in utts}
-    stats = score(refs, hyps, out)
-    audio_s = sum(t.duration for t in by_path.values())
-    (out / "rtf").write_text(f"{elapsed / max(audio_s, 1e-9):.4f}\n")
-    print(f"{stats.kaldi_line()}  {a.data} -> {out}/wer  (RTF {elapsed / max(audio_s, 1e-9):.3f})")
-    return 1 if errors else 0
+    tr = Transcriber(_inference_model(a), a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size)
+    res = decode_and_score(tr, a.data, a.out_dir,
+                           on_error=lambda p, m: print(f"decode: failed {p}: {m}", file=sys.stderr))
+    print(f"{res.stats.kaldi_line()}  {a.data} -> {a.out_dir}/wer  (RTF {res.rtf:.3f})")
+    return 1 if res.failed else 0
 
 
 def _float_list(text: str) -> list[float]:
