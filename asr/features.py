@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Sequence
 
 import librosa
 import numpy as np
@@ -149,6 +150,19 @@ class Frontend(nn.Module):
         if self.utterance_cmn:  # the mean over the utterance's own frames, never its padding
             feats = (feats - feats.sum(1, keepdim=True) / lens.clamp(min=1).view(-1, 1, 1).to(feats.dtype)) * mask
         return self.specaug(feats, lens), lens
+
+
+def pad_batch(arrays: Sequence, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences of different lengths (waveforms, (T, V) log-probs, id lists) -> one zero-padded
+    (B, longest, ...) tensor and the (B,) int64 lengths. Zeros past each length are what the
+    frontend and the RNN paths expect (batch invariance rests on it)."""
+    rows = [torch.as_tensor(np.asarray(a), dtype=dtype) for a in arrays]
+    lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    trailing = rows[0].shape[1:] if rows else ()
+    out = torch.zeros(len(rows), max((len(r) for r in rows), default=0), *trailing, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out, lens
 
 
 @torch.no_grad()

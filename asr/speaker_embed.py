@@ -12,6 +12,7 @@ import torch
 
 from .audio import AudioError, load_audio
 from .data import eval_batches
+from .features import pad_batch
 from .package import weights_sha256
 
 
@@ -29,10 +30,7 @@ def embed_arrays(model, wavs: list[np.ndarray], batch_size: int = 16) -> np.ndar
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            lens = torch.tensor([len(wavs[i]) for i in idx])
-            x = torch.zeros(len(idx), int(lens.max()))
-            for row, i in enumerate(idx):
-                x[row, : len(wavs[i])] = torch.from_numpy(np.asarray(wavs[i], dtype=np.float32))
+            x, lens = pad_batch([wavs[i] for i in idx])
             dev = _device(model)
             emb = model.embed(x.to(dev), lens.to(dev)).cpu().numpy()
             if out is None:

@@ -23,6 +23,7 @@ import torch
 from .audio import AudioError, load_audio
 from .datadir import read_data_dir
 from .decode import Hypothesis, Word, greedy_decode, proposals, rank_proposals, widen, words_from_labels
+from .features import pad_batch
 from .metrics import ErrorStats, score
 from .models.checks import RECOGNIZERS, check_arch, decode_lm
 
@@ -147,10 +148,7 @@ class Transcriber:
 
     @torch.inference_mode()
     def _decode_segments(self, segments: list[np.ndarray]) -> list[Hypothesis]:
-        lens = torch.tensor([len(s) for s in segments])
-        wav = torch.zeros(len(segments), int(lens.max()))
-        for i, s in enumerate(segments):
-            wav[i, : len(s)] = torch.from_numpy(s)
+        wav, lens = pad_batch(segments)
         out = [(lp.cpu(), n.cpu()) for lp, n in self.model.ctc_posteriors(wav.to(self.device), lens.to(self.device))]
         if len(out) > 1:  # an ensemble's members (asr.models.ensemble): their proposals are ranked
             hyps = self._ensemble_hypotheses(out, segments)

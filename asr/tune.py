@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .features import pad_batch
 from .metrics import ErrorStats, corpus_cer, corpus_wer
 from .text import Vocabulary
 
@@ -118,10 +119,7 @@ def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16)
     for s in tqdm(range(0, len(order), batch_size), desc="dev log-probs", unit="batch",
                   file=sys.stderr, disable=None, leave=False):
         ids = order[s:s + batch_size]
-        lens = torch.tensor([len(waves[k]) for k in ids])
-        wav = torch.zeros(len(ids), int(lens.max()))
-        for i, k in enumerate(ids):
-            wav[i, :len(waves[k])] = torch.from_numpy(waves[k])
+        wav, lens = pad_batch([waves[k] for k in ids])
         out, out_lens = model(wav.to(device), lens.to(device))
         for i, k in enumerate(ids):
             log_probs[k] = out[i, :int(out_lens[i])].float().cpu().numpy()
@@ -130,21 +128,13 @@ def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16)
                       list(model.vocab.tokens), model.vocab.blank_id, dump_key(model, data_dir), model.vocab.unit)
 
 
-def _padded(chunk: list[np.ndarray], num_labels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    lens = torch.tensor([len(x) for x in chunk])
-    lp = torch.zeros(len(chunk), int(lens.max()), num_labels)  # padding: past the lengths, unread
-    for i, x in enumerate(chunk):
-        lp[i, :len(x)] = torch.from_numpy(x)
-    return lp, lens
-
-
 def proposals(post: Posteriors, decoder=None, batch: int = 32) -> list[list[tuple[list[int], list[int]]]]:
     """Per utterance: the greedy path (decoder None) or the beam decoder's n-best list."""
     from .decode import proposals as batch_proposals
 
     vocab, out = post.vocab, []
     for s in range(0, len(post.log_probs), batch):
-        out += batch_proposals(*_padded(post.log_probs[s:s + batch], len(post.labels)), vocab, decoder)
+        out += batch_proposals(*pad_batch(post.log_probs[s:s + batch]), vocab, decoder)
     return out
 
 

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ExperimentConfig
-from ..features import GlobalCMVN, LogMel, compute_cmvn, lengths_to_mask
+from ..features import GlobalCMVN, LogMel, compute_cmvn, lengths_to_mask, pad_batch
 from ..text import DIGIT_WORDS, Vocabulary, unsayable
 from ..tts_text import FRONTENDS, fallback_punctuation
 from .base import Loss, TrainableModel
@@ -509,10 +509,7 @@ def text_batch(model: TTSModel, texts: list[str], speakers: list[str | None] | N
 
 
 def pad_ids(ids: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Id sequences -> (B, longest) tensor padded with 0 and their lengths."""
-    lens = torch.tensor([len(x) for x in ids], device=device)
-    t = torch.zeros(len(ids), int(lens.max()), dtype=torch.long, device=device)
-    for row, x in enumerate(ids):
-        t[row, : len(x)] = torch.tensor(x, device=device)
-    return t, lens
+    """Id sequences -> (B, longest) tensor padded with 0 and their lengths, on `device`."""
+    t, lens = pad_batch(ids, torch.long)
+    return t.to(device), lens.to(device)
 
