@@ -108,10 +108,9 @@ def cmd_train(a) -> int:
 def cmd_cmvn(a) -> int:
     from tqdm import tqdm
 
-    from .audio import AudioError
     from .config import load_config
     from .datadir import read_data_dir
-    from .features import LogMel, compute_cmvn
+    from .features import utterance_cmvn
 
     cfg = load_config(a.config, a.overrides)
     utts = [u for d in a.data for u in read_data_dir(d)]
@@ -120,14 +119,8 @@ def cmd_cmvn(a) -> int:
 
         utts = random.Random(0).sample(utts, a.max_utts)
 
-    def waves():
-        for u in tqdm(utts, desc="cmvn", file=sys.stderr, leave=False, disable=None):
-            try:
-                yield u.load_audio(cfg.features.sample_rate)[0]
-            except AudioError as e:
-                print(f"cmvn: skipped {u.utt_id}: {e}", file=sys.stderr)
-
-    stats = compute_cmvn(LogMel(cfg.features), waves())
+    stats = utterance_cmvn(cfg.features, tqdm(utts, desc="cmvn", file=sys.stderr, leave=False, disable=None),
+                           lambda u, e: print(f"cmvn: skipped {u.utt_id}: {e}", file=sys.stderr))
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output).write_text(json.dumps(stats))
     print(f"cmvn: {stats['frames']} frames from {len(utts)} utterances -> {a.output}", file=sys.stderr)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .audio import load_each
 from .config import AugmentConfig, FeatureConfig
 
 
@@ -163,6 +164,14 @@ def pad_batch(arrays: Sequence, dtype: torch.dtype = torch.float32) -> tuple[tor
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
     return out, lens
+
+
+def utterance_cmvn(cfg: FeatureConfig, utterances, on_error=None) -> dict:
+    """compute_cmvn of data-dir utterances through the log-mel of `cfg`; an unreadable one goes to
+    on_error(utterance, message) and is left out (without on_error: left out silently, as the
+    trainer reports unreadable files when it meets them)."""
+    waves = load_each(utterances, lambda u: u.load_audio(cfg.sample_rate)[0], on_error or (lambda u, m: None))
+    return compute_cmvn(LogMel(cfg), (w for _, w in waves))
 
 
 @torch.no_grad()

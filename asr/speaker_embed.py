@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import torch
 
-from .audio import AudioError, load_audio
+from .audio import load_audio, load_each
 from .data import eval_batches
 from .features import pad_batch
 from .package import weights_sha256
@@ -45,16 +45,8 @@ def embed_files(model, paths, on_error=None, batch_size: int = 16) -> tuple[list
     """(readable paths, their embeddings). An unreadable file raises AudioError naming it, or, with
     `on_error`, is passed to on_error(path, message) and left out."""
     sr = model.cfg.features.sample_rate
-    good, wavs = [], []
-    for p in paths:
-        try:
-            wavs.append(load_audio(p, sr)[0])
-            good.append(str(p))
-        except AudioError as e:
-            if on_error is None:
-                raise
-            on_error(str(p), str(e))
-    return good, embed_arrays(model, wavs, batch_size)
+    read = list(load_each(paths, lambda p: load_audio(p, sr)[0], on_error and (lambda p, m: on_error(str(p), m))))
+    return [str(p) for p, _ in read], embed_arrays(model, [w for _, w in read], batch_size)
 
 
 def embed_utterances(model, utts, batch_seconds: float = 100.0) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AudioError, load_audio
+from .audio import load_audio, load_each
 from .datadir import read_data_dir
 from .decode import Hypothesis, Word, greedy_decode, proposals, rank_proposals, widen, words_from_labels
 from .features import pad_batch
@@ -266,15 +266,14 @@ class Transcriber:
     def transcribe_files(self, paths, on_error=None, progress=None, load=load_audio):
         """Yield a Transcript per readable path, in order; unreadable ones go to on_error(path, msg).
         `load(path, rate)` reads one (a data dir's reader passes its utterances' own loader)."""
+        def failed(p, msg):
+            on_error(str(p), msg)
+            if progress:
+                progress.update(1)
+
         batch: list[tuple[str, np.ndarray]] = []
-        for p in paths:
-            try:
-                wav, _ = load(p, self.sr)
-                batch.append((str(p), wav))
-            except AudioError as e:
-                if on_error is None:
-                    raise
-                on_error(str(p), str(e))
+        for p, wav in load_each(paths, lambda p: load(p, self.sr)[0], failed if on_error is not None else None):
+            batch.append((str(p), wav))
             if progress:
                 progress.update(1)
             if sum(len(w) for _, w in batch) > self.batch_size * self.max_segment * self.sr:

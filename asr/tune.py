@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .audio import load_each
 from .features import pad_batch
 from .metrics import ErrorStats, corpus_cer, corpus_wer
 from .text import Vocabulary
@@ -96,7 +97,6 @@ def dump_key(model, data_dir: str | os.PathLike) -> str:
 @torch.inference_mode()
 def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16) -> Posteriors:
     """Run the model over every utterance of a data dir (references required)."""
-    from .audio import AudioError
     from .datadir import read_data_dir
 
     utts = read_data_dir(data_dir)
@@ -107,12 +107,9 @@ def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16)
                            if no_text else "the data dir is empty"))
     sr = model.cfg.features.sample_rate
     device = next(model.parameters()).device
-    waves = {}
-    for u in utts:
-        try:
-            waves[u.utt_id] = u.load_audio(sr)[0]
-        except AudioError as e:
-            print(f"asr tune: skipped {u.utt_id}: {e}", file=sys.stderr)
+    waves = {u.utt_id: wav for u, wav in load_each(utts, lambda u: u.load_audio(sr)[0],
+                                                   lambda u, e: print(f"asr tune: skipped {u.utt_id}: {e}",
+                                                                      file=sys.stderr))}
     order = sorted(waves, key=lambda k: len(waves[k]))  # similar lengths share a batch: less padding
     log_probs: dict[str, np.ndarray] = {}
     model.eval()
