@@ -522,15 +522,14 @@ def cmd_speaker_enroll(a) -> int:
 
 
 def cmd_speaker_identify(a) -> int:
-    from .speaker_db import SpeakerDB, identify
+    from .speaker_db import Identifier, SpeakerDB
 
     failed: list[str] = []
     paths = _speaker_inputs(a.files, failed, "identify")
     model = _speaker_model(a)
     db = SpeakerDB.load(a.db)
-    for start in range(0, len(paths), 64):  # stream: results appear while a long list runs
-        for r in identify(model, db, paths[start:start + 64], a.threshold, _speaker_errors(failed, "identify")):
-            print(json.dumps(r, ensure_ascii=False), flush=True)
+    for r in Identifier(model, db, a.threshold).files(paths, _speaker_errors(failed, "identify")) if paths else []:
+        print(json.dumps(r, ensure_ascii=False), flush=True)  # streamed: a chunk at a time
     if failed:
         print(f"asr speaker identify: {len(failed)} input(s) failed", file=sys.stderr)
     return 1 if failed else 0

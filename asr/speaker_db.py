@@ -287,30 +287,54 @@ def _check_identifiable(db: SpeakerDB, model) -> None:
     db.check_model(model)
 
 
+class Identifier:
+    """Identification with one model against one database, set up once: the database read, the
+    model checked against it (a hash of every weight, ~0.1 s) and the speakers stacked into one
+    matrix. A clip then costs its embedding (batched with clips of similar length) and one row of
+    one matrix product; before, `asr speaker identify` paid the check twice per 64 clips, and a
+    caller looping over clips paid it, and the database read, per clip (BENCHMARKS.md)."""
+
+    def __init__(self, model, db: SpeakerDB | str | Path | None, threshold: float | None = None):
+        self.db = _as_db(db)
+        _check_identifiable(self.db, model)  # before any embedding work
+        self.model = model
+        self.threshold = default_threshold(model) if threshold is None else threshold
+        self.names, self.centroids = self.db.matrix()
+
+    def embeddings(self, emb: np.ndarray) -> list[dict]:
+        """Per row of embeddings made by the model: {speaker, score, scores}."""
+        if not len(emb):
+            return []
+        scores = emb @ self.centroids.T  # (clips, speakers): every clip against every speaker at once
+        best = scores.argmax(1)
+        names, results = self.names, []
+        for row, k in zip(scores.tolist(), best.tolist()):
+            results.append({"speaker": names[k] if row[k] >= self.threshold else UNKNOWN,
+                            "score": round(row[k], 4),
+                            "scores": {n: round(s, 4) for n, s in zip(names, row)}})
+        return results
+
+    def files(self, paths, on_error=None, chunk: int = 512, batch_size: int = 32):
+        """Yield {path, speaker, score, scores} per readable file, in order, `chunk` files at a time
+        (results stream out of a long list; within a chunk the embeddings are batched by length)."""
+        paths = list(paths)
+        for start in range(0, len(paths), chunk):
+            good, emb = embed_files(self.model, paths[start:start + chunk], on_error, batch_size)
+            for path, r in zip(good, self.embeddings(emb)):
+                yield {"path": path, **r}
+
+
 def identify(model, db: SpeakerDB | str | Path | None, files, threshold: float | None = None,
              on_error=None) -> list[dict]:
     """Per readable file: {path, speaker, score, scores}: the enrolled speaker of highest cosine
     score, or "unknown" when that score is below `threshold` (default: the model's own)."""
-    db = _as_db(db)
-    _check_identifiable(db, model)  # before the embedding work
-    good, emb = embed_files(model, list(files), on_error)
-    return [{"path": path, **r} for path, r in zip(good, identify_embeddings(model, db, emb, threshold))]
+    return list(Identifier(model, db, threshold).files(files, on_error))
 
 
 def identify_embeddings(model, db: SpeakerDB | str | Path | None, emb: np.ndarray,
                         threshold: float | None = None) -> list[dict]:
     """`identify` from embeddings already made by `model`: per row {speaker, score, scores}."""
-    db = _as_db(db)
-    _check_identifiable(db, model)
-    threshold = default_threshold(model) if threshold is None else threshold
-    names, centroids = db.matrix()
-    results = []
-    for scores in emb @ centroids.T if len(emb) else []:
-        best = int(np.argmax(scores))
-        results.append({"speaker": names[best] if scores[best] >= threshold else UNKNOWN,
-                        "score": round(float(scores[best]), 4),
-                        "scores": {n: round(float(s), 4) for n, s in zip(names, scores)}})
-    return results
+    return Identifier(model, db, threshold).embeddings(emb)
 
 
 def verify(model, file1, file2, threshold: float | None = None) -> dict:

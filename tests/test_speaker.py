@@ -345,6 +345,46 @@ def test_identify_threshold_gives_unknown(tmp_path, tiny, wavs):
     assert v["same"] and v["score"] == pytest.approx(1.0, abs=1e-4)
 
 
+
+def test_batched_identification_decides_and_scores_as_clip_by_clip(tmp_path, tiny, wavs):
+    from asr.speaker_db import Identifier
+
+    model, _ = tiny
+    db = tmp_path / "db.json"
+    for name in ("lo", "hi", "new"):
+        enroll(model, name, wavs[name][:2], db)
+    d = tmp_path / "probes"
+    d.mkdir()
+    probes = []
+    for k, f0 in enumerate(np.linspace(100.0, 800.0, 23)):  # lengths 0.3-2.5 s: several batches, much padding
+        probes.append(str(d / f"p{k}.wav"))
+        save_audio(probes[-1], voice(float(f0), 0.3 + 0.1 * k, k), SR)
+    probes.insert(7, str(tmp_path / "missing.wav"))
+    one = {}
+    for p in probes:
+        try:
+            one[p] = identify(model, db, [p])[0]
+        except ValueError:
+            assert p.endswith("missing.wav")
+    # some clips "unknown": a threshold in the widest gap between middle scores, far from any of them
+    s = np.sort([r["score"] for r in one.values()])
+    k = max(range(len(s) // 4, 3 * len(s) // 4), key=lambda i: s[i] - s[i - 1])
+    threshold = float(s[k - 1] + s[k]) / 2
+    failed = []
+    batched = list(Identifier(model, db, threshold).files(probes, lambda p, m: failed.append(p), chunk=8,
+                                                          batch_size=5))
+    assert failed == [str(tmp_path / "missing.wav")] and [r["path"] for r in batched] == list(one)
+    decisions = set()
+    for r in batched:
+        want = one[r["path"]]
+        assert set(r["scores"]) == {"lo", "hi", "new"}
+        assert r["scores"] == pytest.approx(want["scores"], abs=2e-4) and r["score"] == max(r["scores"].values())
+        assert r["speaker"] == (max(want["scores"], key=want["scores"].get) if want["score"] >= threshold
+                                else "unknown")
+        decisions.add(r["speaker"])
+    assert "unknown" in decisions and len(decisions) >= 2
+
+
 def bad_files(tmp_path):
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
