@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 def load_model(name_or_path="digits", device="cpu"):
     """A ready model from a registry name (`asr models`), package file, experiment dir or URL."""
-    from .pretrained import load_model as _load
+    from .registry import load_model as _load
 
     return _load(name_or_path, device)
 

@@ -44,6 +44,20 @@ def _read(source, name: str) -> tuple[np.ndarray, int]:
     return data, sr
 
 
+def load_each(items, load, on_error=None):
+    """(item, waveform) for each item that `load(item)` reads. An item it cannot read (AudioError)
+    goes to on_error(item, message) and is left out; without on_error the error is raised."""
+    for item in items:
+        try:
+            wav = load(item)
+        except AudioError as e:
+            if on_error is None:
+                raise
+            on_error(item, str(e))
+            continue
+        yield item, wav
+
+
 def read_pipe(command: str) -> bytes:
     """Run a Kaldi wav.scp pipe command (`sph2pipe -f wav x.sph |`) in a shell and return its stdout.
 

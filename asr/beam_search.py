@@ -53,13 +53,7 @@ Beam = tuple[tuple[int, ...], tuple[int, ...], float]  # labels, frame each star
 
 def ctc_forward_logprob(log_probs: np.ndarray, tokens: Sequence[int], blank_id: int = 0) -> float:
     """Exact ln P_CTC(tokens | log_probs) by the forward algorithm; log_probs is (T, V)."""
-    lp = torch.as_tensor(np.asarray(log_probs, dtype=np.float64))
-    if lp.shape[0] == 0:
-        return 0.0 if len(tokens) == 0 else -math.inf
-    nll = torch.nn.functional.ctc_loss(
-        lp[:, None, :], torch.tensor([list(tokens) or [0]]), torch.tensor([lp.shape[0]]),
-        torch.tensor([len(tokens)]), blank=blank_id, reduction="sum", zero_infinity=False)
-    return -float(nll)
+    return float(ctc_log_likelihoods(log_probs, [list(tokens)], blank_id)[0])
 
 
 def ctc_log_likelihoods(log_probs: np.ndarray | torch.Tensor, candidates: Sequence[Sequence[int]],

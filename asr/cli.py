@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 from . import threads
@@ -80,7 +79,7 @@ def _inference_model(a):
             raise ValueError("--backend onnxruntime runs on the CPU here; drop --device")
         return onnx_model(a.model or "digits", int8=a.int8, threads=n)
     from .models import RECOGNIZERS
-    from .pretrained import load_model
+    from .registry import load_model
 
     model = load_model(a.model or "digits", a.device, arch=RECOGNIZERS)
     if a.int8 and not getattr(model, "quantization", None):
@@ -109,10 +108,9 @@ def cmd_train(a) -> int:
 def cmd_cmvn(a) -> int:
     from tqdm import tqdm
 
-    from .audio import AudioError
     from .config import load_config
     from .datadir import read_data_dir
-    from .features import LogMel, compute_cmvn
+    from .features import utterance_cmvn
 
     cfg = load_config(a.config, a.overrides)
     utts = [u for d in a.data for u in read_data_dir(d)]
@@ -121,14 +119,8 @@ def cmd_cmvn(a) -> int:
 
         utts = random.Random(0).sample(utts, a.max_utts)
 
-    def waves():
-        for u in tqdm(utts, desc="cmvn", file=sys.stderr, leave=False, disable=None):
-            try:
-                yield u.load_audio(cfg.features.sample_rate)[0]
-            except AudioError as e:
-                print(f"cmvn: skipped {u.utt_id}: {e}", file=sys.stderr)
-
-    stats = compute_cmvn(LogMel(cfg.features), waves())
+    stats = utterance_cmvn(cfg.features, tqdm(utts, desc="cmvn", file=sys.stderr, leave=False, disable=None),
+                           lambda u, e: print(f"cmvn: skipped {u.utt_id}: {e}", file=sys.stderr))
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output).write_text(json.dumps(stats))
     print(f"cmvn: {stats['frames']} frames from {len(utts)} utterances -> {a.output}", file=sys.stderr)
@@ -136,47 +128,38 @@ def cmd_cmvn(a) -> int:
 
 
 def cmd_decode(a) -> int:
-    from .datadir import read_data_dir
-    from .metrics import score
-    from .transcribe import Transcriber
+    from .transcribe import Transcriber, decode_and_score
 
-    model = _inference_model(a)
-    tr = Transcriber(model, a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size)
-    utts = read_data_dir(a.data)
-    if unscored := [u.utt_id for u in utts if u.text is None]:  # scoring them against "" is 3100 % WER
-        raise ValueError(f"{a.data}: no reference transcript for {len(unscored)} utterance(s) (e.g. {unscored[0]!r}; "
-                         "a data dir needs a `text` file to be decoded and scored); `asr transcribe` only transcribes")
-    out = Path(a.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    errors = []
-    by_path = {}
-    t0 = time.time()
-    by_audio = {u.audio: u for u in utts}  # a wav.scp command (allowed by the reader) runs only here
-    for t in tr.transcribe_files(list(by_audio), on_error=lambda p, m: errors.append((p, m)),
-                                 load=lambda audio, sr: by_audio[audio].load_audio(sr)):
-        by_path[t.path] = t
-    elapsed = time.time() - t0
-    hyps = {u.utt_id: by_path[u.audio].text for u in utts if u.audio in by_path}
-    with open(out / "hyp.txt", "w") as f:
-        f.writelines(f"{k} {v}\n" for k, v in sorted(hyps.items()))
-    with open(out / "hyp.jsonl", "w") as f:
-        for u in utts:
-            if u.audio in by_path:
-                f.write(json.dumps({"utt_id": u.utt_id, **by_path[u.audio].to_dict()}, ensure_ascii=False) + "\n")
-    for p, m in errors:
-        print(f"decode: failed {p}: {m}", file=sys.stderr)
-    refs = {u.utt_id: u.text or "" for u in utts}
-    stats = score(refs, hyps, out)
-    audio_s = sum(t.duration for t in by_path.values())
-    (out / "rtf").write_text(f"{elapsed / max(audio_s, 1e-9):.4f}\n")
-    print(f"{stats.kaldi_line()}  {a.data} -> {out}/wer  (RTF {elapsed / max(audio_s, 1e-9):.3f})")
-    return 1 if errors else 0
+    tr = Transcriber(_inference_model(a), a.decoder, a.lm, a.beam_width, a.alpha, a.beta, a.batch_size)
+    res = decode_and_score(tr, a.data, a.out_dir,
+                           on_error=lambda p, m: print(f"decode: failed {p}: {m}", file=sys.stderr))
+    print(f"{res.stats.kaldi_line()}  {a.data} -> {a.out_dir}/wer  (RTF {res.rtf:.3f})")
+    return 1 if res.failed else 0
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _beam_widths(text: str) -> list[int]:
+    values = _float_list(text)
+    if not values or any(v != int(v) or v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated beam widths >= 1, got {text!r}")
+    return [int(v) for v in values]
 
 
 def cmd_tune(a) -> int:
-    from .tune import run
+    from .tune import tune
 
-    return run(a)
+    best = tune(a.model, a.data, a.lm, a.out_dir, a.alphas, a.betas, a.beams, lexicon=a.lexicon,
+                batch_size=a.batch_size, device=a.device)
+    print(Path(a.out_dir, "results.md").read_text(encoding="utf-8"), end="")
+    print(f"best: alpha={best['alpha']} beta={best['beta']} beam_width={best['beam_width']} "
+          f"WER {best['wer']:.2f} (greedy {best['greedy_wer']:.2f}) -> {Path(a.out_dir, 'model.safetensors')}")
+    return 0
 
 
 def cmd_score(a) -> int:
@@ -192,7 +175,8 @@ def cmd_score(a) -> int:
 
 
 def cmd_package(a) -> int:
-    from .pretrained import load_model, package_relative_lm, save_package
+    from .package import package_relative_lm, save_package
+    from .registry import load_model
 
     model = load_model(a.model, quantized=False)
     d = model.cfg.decode
@@ -215,7 +199,8 @@ def cmd_ensemble(a) -> int:
     import copy
 
     from .models.ensemble import CTCEnsemble
-    from .pretrained import load_model, package_relative_lm, save_package
+    from .package import package_relative_lm, save_package
+    from .registry import load_model
 
     members = [load_model(m, arch="ctc") for m in a.models]
     ensemble = CTCEnsemble(members, copy.deepcopy(members[0].cfg), names=a.models)
@@ -239,7 +224,7 @@ def cmd_ensemble(a) -> int:
 
 def cmd_export(a) -> int:
     from .export import EXPORTABLE_ARCHS, export_onnx
-    from .pretrained import load_model
+    from .registry import load_model
 
     model = load_model(a.model, quantized=False, arch=EXPORTABLE_ARCHS)
     export_onnx(model, a.output, int8=a.int8)
@@ -307,7 +292,7 @@ def cmd_shards(a) -> int:
 
 
 def cmd_ship(a) -> int:
-    from .pretrained import ship
+    from .ship import ship
 
     print(ship(a.package, a.name, a.data, a.result))
     return 0
@@ -338,7 +323,8 @@ def cmd_tts(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from .pretrained import read_header, registry, resolve
+    from .package import read_header
+    from .registry import registry, resolve
 
     reg = registry()
     print(f"{'name':<16} {'size':>8}  {'arch':<12} {'trained on':<32} result")
@@ -438,6 +424,208 @@ def cmd_transcribe(a) -> int:
     return 1 if failed else 0
 
 
+def _text_file_lines(path: str) -> list[tuple[int, str]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--text-file {path}: no such file") from None
+    except (IsADirectoryError, UnicodeDecodeError) as e:
+        raise ValueError(f"--text-file {path}: not a UTF-8 text file ({e})") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise ValueError(f"--text-file {path}: no text in it (blank lines are skipped)")
+    return lines
+
+
+def cmd_synthesize(a) -> int:
+    from .audio import save_audio
+    from .synthesize import load_tts, steps_per_symbol, synthesize, text_pieces
+
+    if (a.text is None) == (a.text_file is None):
+        raise ValueError("give exactly one of --text or --text-file")
+    if a.text is not None:
+        if not a.text.strip():
+            raise ValueError("--text is empty: nothing to say")
+        jobs = [(None, a.text)]
+    else:
+        jobs = _text_file_lines(a.text_file)
+    model = load_tts(a.model, a.device)
+    model.speaker_id(a.speaker)  # an unknown speaker fails before any work, listing the known ones
+    max_steps = int(model.extra["max_decoder_steps"] if a.max_steps is None else a.max_steps)
+    rate = steps_per_symbol(model)
+    for n, line in jobs:  # so does any unsayable or too long line: no half-written output directory
+        where = f"{a.text_file} line {n}" if n else "--text"
+        try:
+            pieces = text_pieces(model, line, max_steps)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        # the model's own limit (an explicit --max-steps is a cap the user chose: cut, reported after)
+        long = [p for p in pieces if len(p) * rate > max_steps]
+        if a.max_steps is None and not a.allow_cut and long:
+            raise ValueError(f"{where}: {len(long[0])} characters without a sentence or clause break need about "
+                             f"{int(len(long[0]) * rate)} decoder steps, more than the model's {max_steps} "
+                             f"(--max-steps): it would be cut off. Say it in pieces of at most {int(max_steps / rate)} "
+                             "characters (sentences are said one by one), or raise --max-steps (--allow-cut: cut it)")
+    out = Path(a.output)
+    if a.text_file is not None:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"-o {a.output}: is a file; with --text-file -o is the folder for NNNN.wav")
+        out.mkdir(parents=True, exist_ok=True)
+    elif out.is_dir():
+        raise ValueError(f"-o {a.output}: is a folder; with --text give a .wav or .flac file name")
+    elif out.suffix.lower() not in (".wav", ".flac"):
+        raise ValueError(f"-o {a.output}: give a .wav or .flac file name for --text")
+    failed = 0
+    for n, line in jobs:
+        s = synthesize(model, line, a.speaker, seed=a.seed, max_steps=a.max_steps)
+        path = out / f"{n:04d}.wav" if n else out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_audio(path, s.wav, s.sample_rate)
+        note = "" if s.stopped else "  (no stop token: cut at --max-steps)"
+        failed += 0 if s.stopped else 1
+        print(f"{path}\t{s.duration:.2f} s\t{s.text}{note}")
+    return 0 if not failed or a.allow_cut else 1
+
+
+def _speaker_model(a):
+    from .registry import load_model
+
+    return load_model(a.model, a.device, arch="speaker")
+
+
+def _speaker_inputs(files: list[str], failed: list, cmd: str) -> list[str]:
+    from .transcribe import expand_inputs
+
+    paths, errors = expand_inputs(files)
+    for item, msg in errors:
+        failed.append(item)
+        print(f"asr speaker {cmd}: {item}: {msg}", file=sys.stderr)
+    return paths
+
+
+def _speaker_errors(failed: list, cmd: str):
+    def report(path: str, msg: str) -> None:
+        failed.append(path)
+        print(f"asr speaker {cmd}: {msg}", file=sys.stderr)
+    return report
+
+
+def cmd_speaker_enroll(a) -> int:
+    from .speaker_db import enroll_and_count
+
+    failed: list[str] = []
+    paths = _speaker_inputs(a.files, failed, "enroll")
+    model = _speaker_model(a)
+    db, added = enroll_and_count(model, a.name, paths, a.db, a.replace, _speaker_errors(failed, "enroll"), save=True)
+    print(f"enrolled {a.name!r} from {added} file(s) ({db.speakers[a.name].count} in all) into {db.path}")
+    return 1 if failed else 0
+
+
+def cmd_speaker_identify(a) -> int:
+    from .speaker_db import Identifier, SpeakerDB
+
+    failed: list[str] = []
+    paths = _speaker_inputs(a.files, failed, "identify")
+    model = _speaker_model(a)
+    db = SpeakerDB.load(a.db)
+    for r in Identifier(model, db, a.threshold).files(paths, _speaker_errors(failed, "identify")) if paths else []:
+        print(json.dumps(r, ensure_ascii=False), flush=True)  # streamed: a chunk at a time
+    if failed:
+        print(f"asr speaker identify: {len(failed)} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_speaker_verify(a) -> int:
+    from .speaker_db import verify
+
+    model = _speaker_model(a)
+    r = verify(model, a.file1, a.file2, a.threshold)
+    print(f"{r['score']:.4f} {'same' if r['same'] else 'different'} (threshold {r['threshold']:.4f})")
+    return 0
+
+
+def cmd_speaker_list(a) -> int:
+    from .speaker_db import SpeakerDB
+
+    db = SpeakerDB.load(a.db)
+    print(f"{db.path}: {len(db.speakers)} speaker(s)" + (f", model {db.model.get('name')}" if db.model else ""))
+    for name, e in sorted(db.speakers.items()):
+        print(f"  {name}\t{e.count} file(s)")
+    return 0
+
+
+def cmd_speaker_evaluate(a) -> int:
+    from .speaker_eval import evaluate
+
+    model = _speaker_model(a)
+    if a.backend:
+        model.use_backend(a.backend)
+    res = evaluate(model, a.enroll, a.test, a.out_dir, a.trials, a.new_speaker_utts, a.seed, a.threshold)
+    eer_s = "n/a" if res["eer"] is None else f"{res['eer']:.2f}%"
+    print(f"identification acc {res['acc']:.2f}% ({res['identified']} utts, {len(res['speakers'])} speakers"
+          + (f"; new speakers {res['acc_new_speakers']:.2f}%" if "acc_new_speakers" in res else "")
+          + f")  EER {eer_s}  minDCF {res['min_dcf']}  -> {a.out_dir}/results.json")
+    return 0
+
+
+def add_speaker_commands(subparsers) -> None:
+    """`asr speaker enroll|identify|verify|list|evaluate` (a function of its own: tests build it alone)."""
+    from .speaker_db import DEFAULT_MODEL, DEFAULT_THRESHOLD
+
+    p = subparsers.add_parser("speaker", help="speaker enrollment, identification and verification")
+    sub = p.add_subparsers(dest="speaker_command", required=True)
+
+    def common(p, threshold=True, db=True):
+        p.add_argument("--model", default=DEFAULT_MODEL, help="speaker model name, package file or exp dir "
+                       f"(default {DEFAULT_MODEL})")
+        p.add_argument("--device", default="cpu")
+        if db:
+            p.add_argument("--db", default=None, help="enrollment database (default $ASR_HOME/speakers.json)")
+        if threshold:
+            p.add_argument("--threshold", type=float, default=None,
+                           help="cosine score below which a speaker is not accepted "
+                                f"(default: the model's, else {DEFAULT_THRESHOLD})")
+
+    p = sub.add_parser("enroll", help="add a speaker to the enrollment database")
+    common(p, threshold=False)
+    p.add_argument("--name", required=True)
+    p.add_argument("--replace", action="store_true", help="forget earlier enrollment files of this name")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files, folders or globs")
+    p.set_defaults(func=cmd_speaker_enroll)
+
+    p = sub.add_parser("identify", help="who speaks in each file (one JSON line per file)")
+    common(p)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_speaker_identify)
+
+    p = sub.add_parser("verify", help="do two files have the same speaker")
+    common(p, db=False)
+    p.add_argument("file1", metavar="FILE1")
+    p.add_argument("file2", metavar="FILE2")
+    p.set_defaults(func=cmd_speaker_verify)
+
+    p = sub.add_parser("list", help="speakers in the enrollment database")
+    p.add_argument("--db", default=None)
+    p.set_defaults(func=cmd_speaker_list)
+
+    p = sub.add_parser("evaluate", help="identification accuracy, EER and minDCF on data dirs")
+    common(p, db=False)
+    p.add_argument("--enroll", nargs="*", default=[], metavar="DIR",
+                   help="data dirs to enroll speakers from (none: every test speaker is enrolled from "
+                        "--new-speaker-utts of its own utterances)")
+    p.add_argument("--test", nargs="+", required=True, metavar="DIR",
+                   help="data dirs to identify and to pair into trials")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--trials", default=None, help="trial list (utt1 utt2 target|nontarget); written when missing")
+    p.add_argument("--new-speaker-utts", type=int, default=10,
+                   help="test utterances to enroll a speaker absent from --enroll")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=["none", "znorm", "fused", "stats"], default=None,
+                   help="score with this back-end instead of the model's fitted one (none: the network's "
+                        "embedding alone)")
+    p.set_defaults(func=cmd_speaker_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .transcribe import FORMATS
 
@@ -469,10 +657,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_decode)
 
-    from .tune import add_arguments as add_tune_arguments
-
     p = sub.add_parser("tune", help="grid-search LM weight, word bonus and beam width on a dev set")
-    add_tune_arguments(p)
+    p.add_argument("--model", required=True, help="model name, package file, exp dir or URL")
+    p.add_argument("--data", required=True, help="dev data dir (with references)")
+    p.add_argument("--lm", default=None, help="KenLM ARPA file (or binary with --lexicon); none: tune the beam alone")
+    p.add_argument("--lexicon", default=None, help="lexicon file (see asr.lm), needed for a binary word LM")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--alphas", type=_float_list, default=[0.0, 0.5, 1.0, 1.5], help="LM weights (default 0,0.5,1,1.5)")
+    p.add_argument("--betas", type=_float_list, default=[0.0, 1.0, 2.0], help="word bonuses (default 0,1,2)")
+    p.add_argument("--beams", type=_beam_widths, default=[8, 32], help="beam widths (default 8,32)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("score", help="WER of a hypothesis text file against a reference text file")
@@ -573,15 +768,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="files, folders, globs, a manifest (.jsonl) or - (paths on stdin)")
     p.set_defaults(func=cmd_transcribe)
 
-    from .speaker import add_speaker_commands
-
     add_speaker_commands(sub)
 
-    from .synthesize import add_synthesize_command
-
-    add_synthesize_command(sub)
-
     from .synthesize import DEFAULT_TTS_MODEL
+
+    p = sub.add_parser("synthesize", help="text to speech with a tts model")
+    p.add_argument("--model", default=DEFAULT_TTS_MODEL, help=f"tts model name, package or exp dir (default {DEFAULT_TTS_MODEL})")
+    p.add_argument("--speaker", default=None, help="voice of a multi-speaker model (default: its first)")
+    p.add_argument("--text", default=None, help='what to say, e.g. "three one four" or "314"')
+    p.add_argument("--text-file", default=None, help="one text per line; -o is then a directory of NNNN.wav "
+                   "(NNNN = line number)")
+    p.add_argument("-o", "--output", required=True, help="output .wav (with --text) or directory (--text-file)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same audio")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-steps", type=int, default=None, help="decoder steps before giving up on the stop token")
+    p.add_argument("--allow-cut", action="store_true", help="exit 0 even if an output hit --max-steps")
+    p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("tts", help="tts model tools: evaluate (ASR WER, MCD, RTF) | plot")
     tsub = p.add_subparsers(dest="tts_command", required=True)

@@ -16,7 +16,7 @@ import torch
 from .audio import AudioError
 from .config import AugmentConfig
 from .datadir import Utterance
-from .features import augment_waveform
+from .features import augment_waveform, pad_batch
 
 
 @dataclass
@@ -67,11 +67,8 @@ class AudioDataset(torch.utils.data.Dataset):
 def collate(items: list[dict]) -> Batch:
     good = [it for it in items if "error" not in it]
     errors = [(it["utt_id"], it["error"]) for it in items if "error" in it]
-    lens = [len(it["wav"]) for it in good]
-    wav = torch.zeros(len(good), max(lens, default=0))
-    for i, it in enumerate(good):
-        wav[i, : lens[i]] = torch.from_numpy(it["wav"])
-    return Batch([it["utt_id"] for it in good], wav, torch.tensor(lens, dtype=torch.long),
+    wav, lens = pad_batch([it["wav"] for it in good])
+    return Batch([it["utt_id"] for it in good], wav, lens,
                  [it["text"] for it in good], [it["speaker"] for it in good], errors)
 
 

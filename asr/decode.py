@@ -31,6 +31,18 @@ class Hypothesis:
     nbest: list[dict] = field(default_factory=list)  # beam search only: [{"text", "score"}]
 
 
+def collapse(path: Sequence[int], blank_id: int) -> tuple[list[int], list[int]]:
+    """CTC's many-to-one map of a frame-level path: repeats merged, blanks dropped; (labels, the
+    frame where each starts). beam_kernels.collapse is the compiled batch form the beam search uses."""
+    tokens, frames, prev = [], [], blank_id
+    for t, i in enumerate(path):
+        if i != prev and i != blank_id:
+            tokens.append(i)
+            frames.append(t)
+        prev = i
+    return tokens, frames
+
+
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary,
                   frame_shift: float | None = None, speech: Sequence[Sequence[bool]] | None = None) -> list[Hypothesis]:
     """Best path: argmax per frame, merge repeats, drop blanks. With `frame_shift` also word timings
@@ -40,12 +52,7 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabul
     for b in range(log_probs.size(0)):
         T = int(lengths[b])
         ids = best_ids[b, :T].tolist()
-        tokens, frames, prev = [], [], vocab.blank_id
-        for t, i in enumerate(ids):
-            if i != prev and i != vocab.blank_id:
-                tokens.append(i)
-                frames.append(t)
-            prev = i
+        tokens, frames = collapse(ids, vocab.blank_id)
         hyp = Hypothesis(vocab.decode(tokens).strip(), tokens, frames, float(best[b, :T].sum()))
         if frame_shift is not None:
             hyp.words = word_timings(ids, log_probs[b, :T], vocab, frame_shift,

@@ -158,7 +158,7 @@ def export_onnx(model, path: str | os.PathLike, int8: bool = False, opset: int =
 
 def _lm_relative_to(model, path: Path) -> str | None:
     """The model's decode.lm as the file at `path` must name it (relative to itself, as packages do)."""
-    from .pretrained import package_relative_lm
+    from .package import package_relative_lm
 
     lm = model.cfg.decode.lm
     if not lm or os.path.isabs(lm):
@@ -177,7 +177,7 @@ class OnnxCTCModel(nn.Module):
         onnx, ort = _need_onnx()
         from .config import load_config
         from .models import model_class
-        from .pretrained import resolve_package_lm
+        from .package import resolve_package_lm
 
         path = Path(path)
         if not path.is_file():
@@ -235,7 +235,7 @@ def onnx_model(model_or_path, int8: bool = False, threads: int | None = None, ca
     temporary directory by default) — the export takes seconds, so `asr export` it once to reuse."""
     if str(model_or_path).endswith(".onnx"):
         return OnnxCTCModel(model_or_path, threads)
-    from .pretrained import load_model
+    from .registry import load_model
 
     model = load_model(model_or_path, quantized=False, arch=EXPORTABLE_ARCHS)
     if cache_dir is not None:

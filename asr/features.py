@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Sequence
 
 import librosa
 import numpy as np
 import torch
 from torch import nn
 
+from .audio import load_each
 from .config import AugmentConfig, FeatureConfig
 
 
@@ -149,6 +151,27 @@ class Frontend(nn.Module):
         if self.utterance_cmn:  # the mean over the utterance's own frames, never its padding
             feats = (feats - feats.sum(1, keepdim=True) / lens.clamp(min=1).view(-1, 1, 1).to(feats.dtype)) * mask
         return self.specaug(feats, lens), lens
+
+
+def pad_batch(arrays: Sequence, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences of different lengths (waveforms, (T, V) log-probs, id lists) -> one zero-padded
+    (B, longest, ...) tensor and the (B,) int64 lengths. Zeros past each length are what the
+    frontend and the RNN paths expect (batch invariance rests on it)."""
+    rows = [torch.as_tensor(np.asarray(a), dtype=dtype) for a in arrays]
+    lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    trailing = rows[0].shape[1:] if rows else ()
+    out = torch.zeros(len(rows), max((len(r) for r in rows), default=0), *trailing, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out, lens
+
+
+def utterance_cmvn(cfg: FeatureConfig, utterances, on_error=None) -> dict:
+    """compute_cmvn of data-dir utterances through the log-mel of `cfg`; an unreadable one goes to
+    on_error(utterance, message) and is left out (without on_error: left out silently, as the
+    trainer reports unreadable files when it meets them)."""
+    waves = load_each(utterances, lambda u: u.load_audio(cfg.sample_rate)[0], on_error or (lambda u, m: None))
+    return compute_cmvn(LogMel(cfg), (w for _, w in waves))
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ Weights become int8 (per tensor, symmetric), activations are quantized on the fl
 no calibration data is needed and quantizing the same float weights always gives the same model.
 That is why a package made with `asr package --int8` keeps its float weights and only records
 `quantization: int8-dynamic` in its header: loading it rebuilds the int8 model from them
-(`pretrained.load_package`), and safetensors need not hold torch's packed int8 weights (opaque
+(`package.load_package`), and safetensors need not hold torch's packed int8 weights (opaque
 objects it cannot store).
 
 The exact padded CPU path of `asr.models.rnn` survives: each direction of a bidirectional layer

@@ -30,7 +30,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from .decode import Word, word_timings, words_from_labels
+from .decode import Word, collapse, word_timings, words_from_labels
 from .models.checks import decode_lm
 
 
@@ -254,8 +254,7 @@ class Stream:
         self.out_frames += len(lp)
         if final:
             flush(self.out_frames)
-        partial = vocab.decode([i for k, i in enumerate(self.path) if i != vocab.blank_id
-                                and (k == 0 or i != self.path[k - 1])]).strip()
+        partial = vocab.decode(collapse(self.path, vocab.blank_id)[0]).strip()
         return words, partial
 
     def _beam_step(self, lp: torch.Tensor, final: bool) -> tuple[list[Word], str]:

@@ -15,7 +15,6 @@ paragraph is not cut off at max_decoder_steps.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -60,7 +59,7 @@ def load_tts(model=DEFAULT_TTS_MODEL, device: str | torch.device = "cpu"):
     if isinstance(model, torch.nn.Module):
         check_arch(getattr(model, "arch", type(model).__name__), "tts", str(getattr(model, "package_path", None) or "model"))
         return model.eval()
-    from .pretrained import load_model
+    from .registry import load_model
 
     return load_model(model, device, arch="tts")
 
@@ -180,7 +179,7 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
     from .audio import save_audio
     from .datadir import utterance_file
     from .metrics import corpus_wer, mel_cepstral_distortion, score
-    from .pretrained import load_model
+    from .registry import load_model
     from .transcribe import Transcriber
     from .tts_text import spoken_words
 
@@ -247,86 +246,3 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
     })
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
-
-
-# -- command line -------------------------------------------------------------------------------
-
-def _read_lines(path: str) -> list[tuple[int, str]]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--text-file {path}: no such file") from None
-    except (IsADirectoryError, UnicodeDecodeError) as e:
-        raise ValueError(f"--text-file {path}: not a UTF-8 text file ({e})") from None
-    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if not lines:
-        raise ValueError(f"--text-file {path}: no text in it (blank lines are skipped)")
-    return lines
-
-
-def cmd_synthesize(a) -> int:
-    from .audio import save_audio
-
-    if (a.text is None) == (a.text_file is None):
-        raise ValueError("give exactly one of --text or --text-file")
-    if a.text is not None:
-        if not a.text.strip():
-            raise ValueError("--text is empty: nothing to say")
-        jobs = [(None, a.text)]
-    else:
-        jobs = _read_lines(a.text_file)
-    model = load_tts(a.model, a.device)
-    model.speaker_id(a.speaker)  # an unknown speaker fails before any work, listing the known ones
-    max_steps = int(model.extra["max_decoder_steps"] if a.max_steps is None else a.max_steps)
-    rate = steps_per_symbol(model)
-    for n, line in jobs:  # so does any unsayable or too long line: no half-written output directory
-        where = f"{a.text_file} line {n}" if n else "--text"
-        try:
-            pieces = text_pieces(model, line, max_steps)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
-        # the model's own limit (an explicit --max-steps is a cap the user chose: cut, reported after)
-        long = [p for p in pieces if len(p) * rate > max_steps]
-        if a.max_steps is None and not a.allow_cut and long:
-            raise ValueError(f"{where}: {len(long[0])} characters without a sentence or clause break need about "
-                             f"{int(len(long[0]) * rate)} decoder steps, more than the model's {max_steps} "
-                             f"(--max-steps): it would be cut off. Say it in pieces of at most {int(max_steps / rate)} "
-                             "characters (sentences are said one by one), or raise --max-steps (--allow-cut: cut it)")
-    out = Path(a.output)
-    if a.text_file is not None:
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"-o {a.output}: is a file; with --text-file -o is the folder for NNNN.wav")
-        out.mkdir(parents=True, exist_ok=True)
-    elif out.is_dir():
-        raise ValueError(f"-o {a.output}: is a folder; with --text give a .wav or .flac file name")
-    elif out.suffix.lower() not in (".wav", ".flac"):
-        raise ValueError(f"-o {a.output}: give a .wav or .flac file name for --text")
-    failed = 0
-    for n, line in jobs:
-        s = synthesize(model, line, a.speaker, seed=a.seed, max_steps=a.max_steps)
-        path = out / f"{n:04d}.wav" if n else out
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_audio(path, s.wav, s.sample_rate)
-        note = "" if s.stopped else "  (no stop token: cut at --max-steps)"
-        failed += 0 if s.stopped else 1
-        print(f"{path}\t{s.duration:.2f} s\t{s.text}{note}")
-    return 0 if not failed or a.allow_cut else 1
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_TTS_MODEL, help=f"tts model name, package or exp dir (default {DEFAULT_TTS_MODEL})")
-    p.add_argument("--speaker", default=None, help="voice of a multi-speaker model (default: its first)")
-    p.add_argument("--text", default=None, help='what to say, e.g. "three one four" or "314"')
-    p.add_argument("--text-file", default=None, help="one text per line; -o is then a directory of NNNN.wav "
-                   "(NNNN = line number)")
-    p.add_argument("-o", "--output", required=True, help="output .wav (with --text) or directory (--text-file)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same audio")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--max-steps", type=int, default=None, help="decoder steps before giving up on the stop token")
-    p.add_argument("--allow-cut", action="store_true", help="exit 0 even if an output hit --max-steps")
-
-
-def add_synthesize_command(subparsers) -> None:
-    p = subparsers.add_parser("synthesize", help="text to speech with a tts model")
-    add_arguments(p)
-    p.set_defaults(func=cmd_synthesize)

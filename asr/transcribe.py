@@ -13,14 +13,18 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .audio import AudioError, load_audio
+from .audio import load_audio, load_each
+from .datadir import read_data_dir
 from .decode import Hypothesis, Word, greedy_decode, proposals, rank_proposals, widen, words_from_labels
+from .features import pad_batch
+from .metrics import ErrorStats, score
 from .models.checks import RECOGNIZERS, check_arch, decode_lm
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
@@ -144,10 +148,7 @@ class Transcriber:
 
     @torch.inference_mode()
     def _decode_segments(self, segments: list[np.ndarray]) -> list[Hypothesis]:
-        lens = torch.tensor([len(s) for s in segments])
-        wav = torch.zeros(len(segments), int(lens.max()))
-        for i, s in enumerate(segments):
-            wav[i, : len(s)] = torch.from_numpy(s)
+        wav, lens = pad_batch(segments)
         out = [(lp.cpu(), n.cpu()) for lp, n in self.model.ctc_posteriors(wav.to(self.device), lens.to(self.device))]
         if len(out) > 1:  # an ensemble's members (asr.models.ensemble): their proposals are ranked
             hyps = self._ensemble_hypotheses(out, segments)
@@ -265,15 +266,14 @@ class Transcriber:
     def transcribe_files(self, paths, on_error=None, progress=None, load=load_audio):
         """Yield a Transcript per readable path, in order; unreadable ones go to on_error(path, msg).
         `load(path, rate)` reads one (a data dir's reader passes its utterances' own loader)."""
+        def failed(p, msg):
+            on_error(str(p), msg)
+            if progress:
+                progress.update(1)
+
         batch: list[tuple[str, np.ndarray]] = []
-        for p in paths:
-            try:
-                wav, _ = load(p, self.sr)
-                batch.append((str(p), wav))
-            except AudioError as e:
-                if on_error is None:
-                    raise
-                on_error(str(p), str(e))
+        for p, wav in load_each(paths, lambda p: load(p, self.sr)[0], failed if on_error is not None else None):
+            batch.append((str(p), wav))
             if progress:
                 progress.update(1)
             if sum(len(w) for _, w in batch) > self.batch_size * self.max_segment * self.sr:
@@ -281,6 +281,52 @@ class Transcriber:
                 batch = []
         if batch:
             yield from self.transcribe_arrays(batch)
+
+
+@dataclass
+class DecodeResult:
+    stats: ErrorStats  # corpus WER, as `wer` says it
+    rtf: float  # decoding seconds per second of audio
+    failed: list[tuple[str, str]]  # (audio, why) of the utterances that could not be read
+
+
+def decode_and_score(transcriber: "Transcriber", data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                     on_error=None) -> DecodeResult:
+    """`asr decode`: transcribe every utterance of a data dir (references required) and score it;
+    writes hyp.txt, hyp.jsonl, wer, per_utt and rtf to out_dir. An unreadable utterance goes to
+    on_error(audio, message) as it is met, and is scored as an empty hypothesis."""
+    utts = read_data_dir(data_dir)
+    if unscored := [u.utt_id for u in utts if u.text is None]:  # scoring them against "" is 3100 % WER
+        raise ValueError(f"{data_dir}: no reference transcript for {len(unscored)} utterance(s) (e.g. "
+                         f"{unscored[0]!r}; a data dir needs a `text` file to be decoded and scored); "
+                         "`asr transcribe` only transcribes")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    failed: list[tuple[str, str]] = []
+
+    def failure(path: str, msg: str) -> None:
+        failed.append((path, msg))
+        if on_error is not None:
+            on_error(path, msg)
+
+    by_path = {}
+    t0 = time.time()
+    by_audio = {u.audio: u for u in utts}  # a wav.scp command (allowed by the reader) runs only here
+    for t in transcriber.transcribe_files(list(by_audio), on_error=failure,
+                                          load=lambda audio, sr: by_audio[audio].load_audio(sr)):
+        by_path[t.path] = t
+    elapsed = time.time() - t0
+    hyps = {u.utt_id: by_path[u.audio].text for u in utts if u.audio in by_path}
+    with open(out / "hyp.txt", "w") as f:
+        f.writelines(f"{k} {v}\n" for k, v in sorted(hyps.items()))
+    with open(out / "hyp.jsonl", "w") as f:
+        for u in utts:
+            if u.audio in by_path:
+                f.write(json.dumps({"utt_id": u.utt_id, **by_path[u.audio].to_dict()}, ensure_ascii=False) + "\n")
+    stats = score({u.utt_id: u.text or "" for u in utts}, hyps, out)
+    rtf = elapsed / max(sum(t.duration for t in by_path.values()), 1e-9)
+    (out / "rtf").write_text(f"{rtf:.4f}\n")
+    return DecodeResult(stats, rtf, failed)
 
 
 def whole_file_nbest(segments: list[list[tuple[str, float]]], n: int) -> list[dict]:

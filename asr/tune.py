@@ -12,7 +12,6 @@ log-probabilities are dumped, and each grid point ranks the members' n-best list
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .audio import load_each
+from .features import pad_batch
 from .metrics import ErrorStats, corpus_cer, corpus_wer
 from .text import Vocabulary
 
@@ -84,7 +85,7 @@ class Posteriors:
 
 def dump_key(model, data_dir: str | os.PathLike) -> str:
     """Model weights + data dir contents: a dump is reused only while both are unchanged."""
-    from .pretrained import weights_sha256
+    from .package import weights_sha256
 
     h = hashlib.sha256(weights_sha256(model.state_dict()).encode())
     for name in ("wav.scp", "text", "manifest.jsonl"):
@@ -96,7 +97,6 @@ def dump_key(model, data_dir: str | os.PathLike) -> str:
 @torch.inference_mode()
 def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16) -> Posteriors:
     """Run the model over every utterance of a data dir (references required)."""
-    from .audio import AudioError
     from .datadir import read_data_dir
 
     utts = read_data_dir(data_dir)
@@ -107,22 +107,16 @@ def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16)
                            if no_text else "the data dir is empty"))
     sr = model.cfg.features.sample_rate
     device = next(model.parameters()).device
-    waves = {}
-    for u in utts:
-        try:
-            waves[u.utt_id] = u.load_audio(sr)[0]
-        except AudioError as e:
-            print(f"asr tune: skipped {u.utt_id}: {e}", file=sys.stderr)
+    waves = {u.utt_id: wav for u, wav in load_each(utts, lambda u: u.load_audio(sr)[0],
+                                                   lambda u, e: print(f"asr tune: skipped {u.utt_id}: {e}",
+                                                                      file=sys.stderr))}
     order = sorted(waves, key=lambda k: len(waves[k]))  # similar lengths share a batch: less padding
     log_probs: dict[str, np.ndarray] = {}
     model.eval()
     for s in tqdm(range(0, len(order), batch_size), desc="dev log-probs", unit="batch",
                   file=sys.stderr, disable=None, leave=False):
         ids = order[s:s + batch_size]
-        lens = torch.tensor([len(waves[k]) for k in ids])
-        wav = torch.zeros(len(ids), int(lens.max()))
-        for i, k in enumerate(ids):
-            wav[i, :len(waves[k])] = torch.from_numpy(waves[k])
+        wav, lens = pad_batch([waves[k] for k in ids])
         out, out_lens = model(wav.to(device), lens.to(device))
         for i, k in enumerate(ids):
             log_probs[k] = out[i, :int(out_lens[i])].float().cpu().numpy()
@@ -131,21 +125,13 @@ def compute_posteriors(model, data_dir: str | os.PathLike, batch_size: int = 16)
                       list(model.vocab.tokens), model.vocab.blank_id, dump_key(model, data_dir), model.vocab.unit)
 
 
-def _padded(chunk: list[np.ndarray], num_labels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    lens = torch.tensor([len(x) for x in chunk])
-    lp = torch.zeros(len(chunk), int(lens.max()), num_labels)  # padding: past the lengths, unread
-    for i, x in enumerate(chunk):
-        lp[i, :len(x)] = torch.from_numpy(x)
-    return lp, lens
-
-
 def proposals(post: Posteriors, decoder=None, batch: int = 32) -> list[list[tuple[list[int], list[int]]]]:
     """Per utterance: the greedy path (decoder None) or the beam decoder's n-best list."""
     from .decode import proposals as batch_proposals
 
     vocab, out = post.vocab, []
     for s in range(0, len(post.log_probs), batch):
-        out += batch_proposals(*_padded(post.log_probs[s:s + batch], len(post.labels)), vocab, decoder)
+        out += batch_proposals(*pad_batch(post.log_probs[s:s + batch]), vocab, decoder)
     return out
 
 
@@ -233,7 +219,8 @@ def write_results(rows: list[dict], out_dir: str | os.PathLike, greedy: dict | N
 def tuned_package(model_path: str | os.PathLike, best: dict, lm: str | os.PathLike | None,
                   out_path: str | os.PathLike) -> Path:
     """A copy of the package whose cfg.decode holds the tuned values; LM path relative to it."""
-    from .pretrained import load_model, package_relative_lm, save_package
+    from .package import package_relative_lm, save_package
+    from .registry import load_model
 
     model = load_model(model_path)
     d = model.cfg.decode
@@ -250,7 +237,7 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
          lexicon: str | os.PathLike | None = None, batch_size: int = 16, device: str = "cpu") -> dict:
     """The whole `asr tune`: dump (or reuse) dev log-probs, grid search, write results and package."""
     from .models import RECOGNIZERS
-    from .pretrained import load_model, resolve
+    from .registry import load_model, resolve
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -282,39 +269,3 @@ def tune(model: str | os.PathLike, data_dir: str | os.PathLike, lm: str | os.Pat
               "LM's own words (an ARPA LM); a binary LM needs its lexicon passed again", file=sys.stderr)
     tuned_package(package, best, lm, out / "model.safetensors")
     return best
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str) -> list[int]:
-    values = _floats(text)
-    if not values or any(v != int(v) or v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated beam widths >= 1, got {text!r}")
-    return [int(v) for v in values]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model name, package file, exp dir or URL")
-    p.add_argument("--data", required=True, help="dev data dir (with references)")
-    p.add_argument("--lm", default=None, help="KenLM ARPA file (or binary with --lexicon); none: tune the beam alone")
-    p.add_argument("--lexicon", default=None, help="lexicon file (see asr.lm), needed for a binary word LM")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--alphas", type=_floats, default=[0.0, 0.5, 1.0, 1.5], help="LM weights (default 0,0.5,1,1.5)")
-    p.add_argument("--betas", type=_floats, default=[0.0, 1.0, 2.0], help="word bonuses (default 0,1,2)")
-    p.add_argument("--beams", type=_ints, default=[8, 32], help="beam widths (default 8,32)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
-
-
-def run(a: argparse.Namespace) -> int:
-    best = tune(a.model, a.data, a.lm, a.out_dir, a.alphas, a.betas, a.beams, lexicon=a.lexicon,
-                batch_size=a.batch_size, device=a.device)
-    print(Path(a.out_dir, "results.md").read_text(encoding="utf-8"), end="")
-    print(f"best: alpha={best['alpha']} beta={best['beta']} beam_width={best['beam_width']} "
-          f"WER {best['wer']:.2f} (greedy {best['greedy_wer']:.2f}) -> {Path(a.out_dir, 'model.safetensors')}")
-    return 0

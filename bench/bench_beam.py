@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         a.alpha, a.beta = best["alpha"], best["beta"]
         a.beam_width = a.beam_width or best["beam_width"]
     a.beam_width = a.beam_width or 32
-    from asr.pretrained import load_model
+    from asr.registry import load_model
 
     if a.text:
         from asr.text import Vocabulary

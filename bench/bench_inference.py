@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from asr.audio import load_audio  # noqa: E402
 from asr.export import OnnxCTCModel, export_onnx  # noqa: E402
 from asr.metrics import corpus_wer  # noqa: E402
-from asr.pretrained import load_model  # noqa: E402
+from asr.registry import load_model  # noqa: E402
 from asr.quantize import quantize_int8  # noqa: E402
 from asr.transcribe import Transcriber  # noqa: E402
 

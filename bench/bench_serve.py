@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from asr.audio import load_audio  # noqa: E402
-from asr.pretrained import load_model  # noqa: E402
+from asr.registry import load_model  # noqa: E402
 from asr.transcribe import Transcriber  # noqa: E402
 
 FSDD = Path(os.environ.get("ASR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "fsdd" / "recordings"

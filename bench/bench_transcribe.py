@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from asr.audio import load_audio  # noqa: E402
 from asr.config import ExperimentConfig, FeatureConfig, ModelConfig  # noqa: E402
 from asr.models import CTCModel  # noqa: E402
-from asr.pretrained import load_model  # noqa: E402
+from asr.registry import load_model  # noqa: E402
 from asr.text import Vocabulary  # noqa: E402
 from asr.transcribe import Transcriber  # noqa: E402
 

@@ -10,7 +10,8 @@ from asr.beam_search import CTCBeamDecoder, ctc_forward_logprob, ctc_log_likelih
 from asr.cli import main as cli_main
 from asr.config import ExperimentConfig, FeatureConfig, ModelConfig
 from asr.models import CTCEnsemble, CTCModel
-from asr.pretrained import load_model, read_package, save_package
+from asr.package import read_package, save_package
+from asr.registry import load_model
 from asr.text import Vocabulary
 from asr.transcribe import Transcriber
 from asr.metrics import corpus_wer
@@ -157,10 +158,11 @@ def test_half_package_is_half_the_size_and_decodes_the_same(tmp_path):
 
 
 def test_shipping_a_package_takes_its_lm_along(tmp_path, monkeypatch):
-    from asr import pretrained
+    from asr import registry
+    from asr.ship import ship
 
-    monkeypatch.setattr(pretrained, "EMBEDDED_DIR", tmp_path / "embedded")
-    monkeypatch.setattr(pretrained, "REGISTRY_FILE", tmp_path / "embedded" / "registry.json")
+    monkeypatch.setattr(registry, "EMBEDDED_DIR", tmp_path / "embedded")
+    monkeypatch.setattr(registry, "REGISTRY_FILE", tmp_path / "embedded" / "registry.json")
     (tmp_path / "embedded").mkdir()
     (tmp_path / "lm").mkdir()
     arpa = write_arpa(tmp_path / "lm" / "3gram.arpa", {"cat": -0.1, "tab": -1.0})
@@ -172,7 +174,7 @@ def test_shipping_a_package_takes_its_lm_along(tmp_path, monkeypatch):
     moved = tmp_path / "elsewhere" / "digits.safetensors"
     assert cli_main(["package", "--model", str(out), "-o", str(moved), "--half"]) == 0
     assert read_package(moved).cfg.decode.lm == "digits.arpa"
-    shipped = pretrained.ship(moved, "toy")
+    shipped = ship(moved, "toy")
     assert shipped == tmp_path / "embedded" / "toy.safetensors"
     assert (tmp_path / "embedded" / "toy.arpa").read_bytes() == arpa.read_bytes()
     pkg = read_package(shipped)

@@ -9,7 +9,7 @@ from asr.cli import main  # noqa: E402
 from asr.export import ConvLogMel, OnnxCTCModel, export_onnx, onnx_model  # noqa: E402
 from asr.features import LogMel  # noqa: E402
 from asr.metrics import corpus_wer  # noqa: E402
-from asr.pretrained import load_model  # noqa: E402
+from asr.registry import load_model  # noqa: E402
 
 from .conftest import FSDD, needs_fsdd  # noqa: E402
 from .fsdd_parity import fsdd_test_set, greedy_texts  # noqa: E402

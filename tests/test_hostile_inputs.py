@@ -35,7 +35,7 @@ def tiny_ctc(tmp_path: Path) -> Path:
     """A one-layer CTC package at 8 kHz: enough to run every path a file name takes."""
     from asr.config import ExperimentConfig, FeatureConfig, ModelConfig
     from asr.models import CTCModel
-    from asr.pretrained import save_package
+    from asr.package import save_package
     from asr.text import Vocabulary
 
     cfg = ExperimentConfig()
@@ -68,7 +68,7 @@ def test_item1_paths_never_run_and_ids_never_name_paths(tmp_path, monkeypatch):
     with pytest.raises(AudioError, match="no such file"):
         load_audio("y; touch PWNED; cat a.wav |")
     # model.transcribe, a manifest's audio_filepath, a data dir without wav.scp
-    from asr.pretrained import load_model
+    from asr.registry import load_model
 
     model = load_model(pkg)
     assert model.transcribe(EVIL).duration == 0.5
@@ -135,7 +135,7 @@ def _forge(src: Path, dst: Path, seal: bool = True, **changes) -> Path:
     compute one, so the size check must not rely on the checksum)."""
     from safetensors.torch import load_file, save_file
 
-    from asr.pretrained import _sealed, read_header
+    from asr.package import _sealed, read_header
 
     tensors = load_file(src)
     meta = {**read_header(src), **changes}
@@ -144,7 +144,8 @@ def _forge(src: Path, dst: Path, seal: bool = True, **changes) -> Path:
 
 
 def test_item2_package_checksum_covers_header_and_sizes_are_checked(tmp_path, caplog):
-    from asr.pretrained import EMBEDDED_DIR, PackageError, load_model, read_header, registry
+    from asr.package import PackageError, read_header
+    from asr.registry import EMBEDDED_DIR, load_model, registry
 
     pkg = tiny_ctc(tmp_path)
     meta = read_header(pkg)
@@ -165,13 +166,13 @@ def test_item2_package_checksum_covers_header_and_sizes_are_checked(tmp_path, ca
     assert load_model(bare, allow_unverified=True).vocab.tokens == load_model(pkg).vocab.tokens
     # format 1 (weights-only checksum) still loads, saying its header is unverified
     old = _forge(pkg, tmp_path / "old.safetensors", seal=False, format_version="1")
-    with caplog.at_level("WARNING", logger="asr.pretrained"):
+    with caplog.at_level("WARNING", logger="asr.package"):
         load_model(old)
     assert "covers the weights, not the header" in caplog.text
     # the shipped packages load without a warning: format 1 ones vouched for by the registry's sha256
     # of the whole file, format 2 ones by their own header checksum as well
     caplog.clear()
-    with caplog.at_level("WARNING", logger="asr.pretrained"):
+    with caplog.at_level("WARNING", logger="asr.package"):
         for name, entry in registry().items():
             assert read_header(EMBEDDED_DIR / entry["file"])["format_version"] in ("1", "2")
             load_model(name)
@@ -193,7 +194,8 @@ def test_item2_package_checksum_covers_header_and_sizes_are_checked(tmp_path, ca
 # -- 3. a package's decode.lm stays inside the package's folder --------------------------------
 
 def test_item3_package_lm_must_stay_in_its_folder(tmp_path):
-    from asr.pretrained import PackageError, load_model, package_relative_lm, read_header
+    from asr.package import PackageError, package_relative_lm, read_header
+    from asr.registry import load_model
     from asr.transcribe import Transcriber
 
     from .helpers import write_arpa
@@ -263,7 +265,8 @@ def http_server():
 def test_item4_url_models_cache_by_url_and_verify_before_caching(tmp_path, monkeypatch, http_server):
     from asr.config import ExperimentConfig, FeatureConfig, ModelConfig
     from asr.models import CTCModel
-    from asr.pretrained import PackageError, load_model, resolve, save_package
+    from asr.package import PackageError, save_package
+    from asr.registry import load_model, resolve
     from asr.text import Vocabulary
 
     monkeypatch.setenv("ASR_HOME", str(tmp_path / "home"))
@@ -304,20 +307,20 @@ def test_item4_url_models_cache_by_url_and_verify_before_caching(tmp_path, monke
 def _enroll_in_child(model, name, files, db, barrier):
     import time
 
-    from asr import speaker
+    from asr import speaker_db
 
     # Widen the window between reading and writing the database, as a slow embedding does.
-    real_embed = speaker.embed_arrays
-    speaker.embed_arrays = lambda *a, **k: (time.sleep(0.3), real_embed(*a, **k))[1]
+    real_embed = speaker_db.embed_arrays
+    speaker_db.embed_arrays = lambda *a, **k: (time.sleep(0.3), real_embed(*a, **k))[1]
     barrier.wait()  # the processes read the database at the same moment
-    speaker.enroll(model, name, files, db)
+    speaker_db.enroll(model, name, files, db)
 
 
 def test_item12_speaker_db_concurrent_enrolls_speech_and_duplicates(tmp_path):
     import multiprocessing
 
     from asr.models.speaker import SpeakerModel
-    from asr.speaker import SpeakerDB, SpeakerDBError, enroll
+    from asr.speaker_db import SpeakerDB, SpeakerDBError, enroll
 
     from .test_speaker import small_cfg, voice
 

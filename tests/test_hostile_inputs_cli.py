@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import asr
+import asr.registry
 from asr.audio import load_audio
 from asr.cli import main
 from asr.transcribe import Transcriber
@@ -215,7 +215,7 @@ def test_14_everyday_mistakes_end_in_one_line(tmp_path, capsys):
     string_config = tmp_path / "string.yaml"
     string_config.write_text("just a sentence\n")
     forged = tmp_path / "forged.safetensors"
-    forged.write_bytes(forged_package(asr.pretrained.resolve("digits")))
+    forged.write_bytes(forged_package(asr.registry.resolve("digits")))
     db = tmp_path / "db.json"
     db.write_text(json.dumps({"format": "asr-speakers", "version": 1, "dim": 4, "model": None,
                               "speakers": {"ann": {"mean": [0.5] * 4, "count": 1, "files": 3}}}))

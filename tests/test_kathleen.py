@@ -165,7 +165,7 @@ def test_english_tts_config_trains_a_few_steps_and_reads_english(prepared, tmp_p
     """conf/tts_english/kathleen.yaml as shipped (only the data paths and the step count
     changed) through the one trainer; the model reads English text and says a paragraph."""
     from asr.config import load_config
-    from asr.pretrained import load_package
+    from asr.package import load_package
     from asr.synthesize import synthesize
     from asr.train import train
 

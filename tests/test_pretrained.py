@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 from asr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from asr.config import ExperimentConfig, FeatureConfig, ModelConfig
 from asr.models import CTCModel
-from asr.pretrained import PackageError, load_model, read_header, registry, resolve, save_package
+from asr.package import PackageError, read_header, save_package
+from asr.registry import load_model, registry, resolve
 from asr.text import Vocabulary
 
 from .conftest import ROOT
@@ -128,7 +129,7 @@ def test_load_model_refuses_another_kind_of_model_from_its_header(tmp_path, monk
     path = save_package(tiny_model(), tmp_path / "ctc.safetensors")
     assert load_model(path, arch=RECOGNIZERS).arch == "ctc"
     # the header alone decides: the weights of a model the caller cannot use are never read
-    monkeypatch.setattr("asr.pretrained.load_package", lambda *a, **k: pytest.fail("weights loaded"))
+    monkeypatch.setattr("asr.registry.load_package", lambda *a, **k: pytest.fail("weights loaded"))
     with pytest.raises(PackageError, match=r"ctc.safetensors: a ctc model, not a speaker model"):
         load_model(path, arch="speaker")
     monkeypatch.undo()

@@ -10,7 +10,8 @@ from asr.config import ExperimentConfig, FeatureConfig, ModelConfig
 from asr.metrics import corpus_wer
 from asr.models import CTCModel
 from asr.models.ensemble import CTCEnsemble
-from asr.pretrained import load_model, load_package, read_header, save_package
+from asr.package import load_package, read_header, save_package
+from asr.registry import load_model
 from asr.quantize import INT8, Int8RecurrentLayer, quantize_int8
 from asr.text import Vocabulary
 

@@ -32,7 +32,7 @@ from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 from asr.audio import load_audio, resample  # noqa: E402
 from asr.cli import main as cli_main  # noqa: E402
-from asr.pretrained import save_package  # noqa: E402
+from asr.package import save_package  # noqa: E402
 from asr.serve.app import ServeConfig, create_app, uvicorn_config  # noqa: E402
 from asr.transcribe import Transcriber, split_on_pauses  # noqa: E402
 
@@ -281,8 +281,8 @@ def test_openai_client_lists_the_models(server):
 # -- speakers ----------------------------------------------------------------------------------
 
 def test_speaker_endpoints_agree_with_the_library(server, tmp_path):
-    from asr import speaker as spk
-    from asr.pretrained import load_model
+    from asr import speaker_db as spk
+    from asr.registry import load_model
 
     enrolled = {name: [f"{d}_{name}_3.wav" for d in (1, 2, 3)] for name in ("george", "jackson")}
     for name, clips in enrolled.items():

@@ -15,8 +15,9 @@ import pytest
 from asr import cli
 from asr.datadir import read_data_dir
 from asr.metrics import corpus_wer
-from asr.pretrained import load_model, read_header, resolve
-from asr.speaker import evaluate as evaluate_speakers
+from asr.package import read_header
+from asr.registry import load_model, resolve
+from asr.speaker_eval import evaluate as evaluate_speakers
 from asr.synthesize import synthesize
 from asr.transcribe import Transcriber
 from data_prep import fsdd

@@ -12,10 +12,13 @@ from asr.config import ExperimentConfig, FeatureConfig, ModelConfig, TrainConfig
 from asr.datadir import Utterance, read_data_dir, write_data_dir
 from asr.models import model_class
 from asr.models.speaker import AttentiveStatsPooling, SpeakerModel
-from asr.pretrained import EMBEDDED_DIR, load_package, save_package
+from asr.package import load_package, save_package
+from asr.registry import EMBEDDED_DIR
 from asr.metrics import eer, eer_threshold, min_dcf
 from asr import cli
-from asr.speaker import SpeakerDB, SpeakerDBError, add_speaker_commands, enroll, evaluate, identify, verify
+from asr.cli import add_speaker_commands
+from asr.speaker_db import SpeakerDB, SpeakerDBError, enroll, identify, verify
+from asr.speaker_eval import evaluate
 
 from .conftest import FSDD, YESNO
 
@@ -285,7 +288,7 @@ def test_db_round_trip_merge_and_replace(tmp_path, tiny, wavs):
     enroll(model, "hi", wavs["hi"][:2], db_path)
     db = SpeakerDB.load(db_path)
     assert sorted(db.speakers) == ["hi", "lo"] and db.speakers["lo"].count == 3
-    from asr.speaker import embed_files
+    from asr.speaker_embed import embed_files
 
     _, emb = embed_files(model, wavs["lo"][:3])
     np.testing.assert_allclose(db.speakers["lo"].mean, emb.mean(0), atol=1e-6)
@@ -340,6 +343,46 @@ def test_identify_threshold_gives_unknown(tmp_path, tiny, wavs):
         enroll(model, "unknown", wavs["lo"][:1], db)
     v = verify(model, wavs["lo"][0], wavs["lo"][0], threshold=0.99)
     assert v["same"] and v["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+
+def test_batched_identification_decides_and_scores_as_clip_by_clip(tmp_path, tiny, wavs):
+    from asr.speaker_db import Identifier
+
+    model, _ = tiny
+    db = tmp_path / "db.json"
+    for name in ("lo", "hi", "new"):
+        enroll(model, name, wavs[name][:2], db)
+    d = tmp_path / "probes"
+    d.mkdir()
+    probes = []
+    for k, f0 in enumerate(np.linspace(100.0, 800.0, 23)):  # lengths 0.3-2.5 s: several batches, much padding
+        probes.append(str(d / f"p{k}.wav"))
+        save_audio(probes[-1], voice(float(f0), 0.3 + 0.1 * k, k), SR)
+    probes.insert(7, str(tmp_path / "missing.wav"))
+    one = {}
+    for p in probes:
+        try:
+            one[p] = identify(model, db, [p])[0]
+        except ValueError:
+            assert p.endswith("missing.wav")
+    # some clips "unknown": a threshold in the widest gap between middle scores, far from any of them
+    s = np.sort([r["score"] for r in one.values()])
+    k = max(range(len(s) // 4, 3 * len(s) // 4), key=lambda i: s[i] - s[i - 1])
+    threshold = float(s[k - 1] + s[k]) / 2
+    failed = []
+    batched = list(Identifier(model, db, threshold).files(probes, lambda p, m: failed.append(p), chunk=8,
+                                                          batch_size=5))
+    assert failed == [str(tmp_path / "missing.wav")] and [r["path"] for r in batched] == list(one)
+    decisions = set()
+    for r in batched:
+        want = one[r["path"]]
+        assert set(r["scores"]) == {"lo", "hi", "new"}
+        assert r["scores"] == pytest.approx(want["scores"], abs=2e-4) and r["score"] == max(r["scores"].values())
+        assert r["speaker"] == (max(want["scores"], key=want["scores"].get) if want["score"] >= threshold
+                                else "unknown")
+        decisions.add(r["speaker"])
+    assert "unknown" in decisions and len(decisions) >= 2
 
 
 def bad_files(tmp_path):
@@ -413,7 +456,7 @@ def test_evaluate_enrolls_new_speakers_from_test_and_writes_reports(tmp_path, ti
 
 
 def test_trials_in_kaldi_and_voxceleb_formats(tmp_path):
-    from asr.speaker import read_trials
+    from asr.speaker_eval import read_trials
 
     (tmp_path / "kaldi").write_text("a b target\na c nontarget\n")
     (tmp_path / "vox").write_text("1 a b\n0 a c\n")
@@ -443,7 +486,7 @@ SHIPPED = EMBEDDED_DIR / "digits-speaker.safetensors"
 @pytest.mark.skipif(not (SHIPPED.exists() and FSDD.is_dir() and YESNO.is_dir()),
                     reason="needs the shipped digits-speaker model, FSDD and yesno")
 def test_shipped_model_enrolls_a_speaker_absent_from_training(tmp_path):
-    from asr.pretrained import load_model
+    from asr.registry import load_model
 
     model = load_model("digits-speaker")
     db = tmp_path / "db.json"

@@ -16,7 +16,7 @@ from asr.beam_search import DecoderState, OnlineCTCBeamDecoder, _PrefixSearch
 from asr.config import ExperimentConfig, ModelConfig
 from asr.decode import Word, greedy_decode
 from asr.models import CTCModel
-from asr.pretrained import save_package
+from asr.package import save_package
 from asr.streaming import StreamError, StreamingResampler, pcm_chunks
 from asr.text import Vocabulary
 

@@ -11,7 +11,8 @@ import soundfile as sf
 import asr
 from asr.audio import AudioError, load_audio
 from asr.metrics import corpus_wer
-from asr.pretrained import PackageError, load_model, resolve
+from asr.package import PackageError
+from asr.registry import load_model, resolve
 from asr.transcribe import Transcriber, split_on_pauses
 from data_prep.fsdd import trim_silence
 
@@ -201,3 +202,24 @@ def test_ten_minute_recording_memory_stays_bounded(model, monkeypatch):
     assert stats.rate <= 3.0, stats.kaldi_line()
     assert all(w1.start <= w2.start for w1, w2 in zip(t.words, t.words[1:]))
     assert t.words[-1].end <= 600 + 1e-6
+
+
+def test_decode_and_score_from_python_writes_what_asr_decode_writes(model, tmp_path):
+    from asr.cli import main as cli_main
+    from asr.datadir import Utterance, write_data_dir
+    from asr.transcribe import decode_and_score
+
+    clips = ["7_jackson_3", "2_theo_1", "9_george_4"]
+    utts = [Utterance(c, str(FSDD / f"{c}.wav"), "seven", c.split("_")[1]) for c in clips]
+    utts.append(Utterance("broken", str(tmp_path / "missing.wav"), "one", "nobody"))
+    write_data_dir(tmp_path / "data", utts)
+    failed = []
+    res = decode_and_score(Transcriber(model, "greedy"), tmp_path / "data", tmp_path / "py",
+                           on_error=lambda p, m: failed.append(p))
+    assert failed == [str(tmp_path / "missing.wav")] and [p for p, _ in res.failed] == failed
+    # two references are not "seven", and the unreadable one counts as deleted: 3 errors of 4 words
+    assert (res.stats.errors, res.stats.total) == (3, 4) and res.rtf > 0
+    assert cli_main(["decode", "--model", "digits", "--decoder", "greedy", "--data", str(tmp_path / "data"),
+                     "--out-dir", str(tmp_path / "cli")]) == 1
+    for name in ("wer", "hyp.txt", "per_utt"):
+        assert (tmp_path / "py" / name).read_text() == (tmp_path / "cli" / name).read_text(), name

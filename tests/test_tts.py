@@ -15,7 +15,7 @@ from asr.features import LogMel
 from asr.metrics import mel_cepstral_distortion
 from asr.models import model_class
 from asr.models.tts import TTSModel, guided_attention_loss, text_batch
-from asr.pretrained import load_package, save_package
+from asr.package import load_package, save_package
 from asr.synthesize import synthesize
 from asr.text import Vocabulary, spell_digits
 from asr.vocoder import GriffinLimVocoder, Vocoder, get_vocoder, register_vocoder
@@ -403,7 +403,7 @@ def test_fsdd_prep_keeps_only_the_chosen_speakers(tmp_path):
 
 
 def test_shipped_digits_tts_is_understood_by_the_shipped_asr_model():
-    from asr.pretrained import load_model, registry
+    from asr.registry import load_model, registry
     from asr.transcribe import Transcriber
 
     assert registry()["digits-tts"]["arch"] == "tts"

@@ -6,7 +6,7 @@ import torch
 
 from asr import cli
 from asr.models.tts import TTSModel
-from asr.pretrained import save_package
+from asr.package import save_package
 from asr.synthesize import synthesize, text_pieces
 from asr.text import Vocabulary
 from asr.tts_text import (cardinal, fallback_punctuation, normalize_english, ordinal, spoken_words, split_text,

@@ -9,7 +9,8 @@ import torch
 
 from asr.config import ExperimentConfig, FeatureConfig, ModelConfig
 from asr.models import CTCModel
-from asr.pretrained import load_model, read_package, save_package
+from asr.package import read_package, save_package
+from asr.registry import load_model
 from asr.text import Vocabulary
 from asr.transcribe import Transcriber
 from asr.decode import greedy_decode

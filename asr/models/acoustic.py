@@ -6,72 +6,11 @@ from torch import nn
 
 from ..config import ExperimentConfig
 from ..decode import greedy_decode
-from ..features import Frontend, lengths_to_mask
+from ..features import lengths_to_mask
 from ..metrics import corpus_cer, corpus_wer
 from ..text import Vocabulary, ctc_min_frames
 from .base import Loss, Recognizer, TrainableModel
-from .rnn import StackedRNN
-
-
-SUBSAMPLERS = {"none", "conv", "stack"}
-
-
-class ConvSubsample(nn.Module):
-    """DeepSpeech2's 2-D convolutions over (time, frequency); stride 2 in time halves the frame rate.
-
-    Padding frames are zeroed after every block (deepspeech.pytorch's MaskConv), so in eval mode an
-    utterance's output does not depend on how much padding its batch added.
-    """
-
-    time_stride = 2
-
-    def __init__(self, n_mels: int, channels: int = 32):
-        super().__init__()
-        self.blocks = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(1, channels, (11, 41), stride=(2, 2), padding=(5, 20)),
-                          nn.BatchNorm2d(channels), nn.Hardtanh(0, 20, inplace=True)),
-            nn.Sequential(nn.Conv2d(channels, channels, (11, 21), stride=(1, 2), padding=(5, 10)),
-                          nn.BatchNorm2d(channels), nn.Hardtanh(0, 20, inplace=True)),
-        ])
-        f = n_mels
-        for _ in self.blocks:
-            f = (f + 1) // 2
-        self.output_size = channels * f
-
-    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return (lengths + 1) // 2
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.unsqueeze(1)  # (B, 1, T, F)
-        out_lens = lengths
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i == 0:
-                out_lens = self.output_lengths(lengths)
-            x = x * lengths_to_mask(out_lens, x.size(2)).to(x.dtype)[:, None, :, None]
-        B, C, T, F = x.shape
-        return x.permute(0, 2, 1, 3).reshape(B, T, C * F), out_lens
-
-
-class FrameStack(nn.Module):
-    """Low frame rate (Sak et al. 2015): concatenate every `stride` frames into one.
-
-    Cheaper than convolutions and, on small data, quicker for CTC to leave its all-blank phase.
-    """
-
-    def __init__(self, n_mels: int, stride: int = 3):
-        super().__init__()
-        self.time_stride = stride
-        self.output_size = n_mels * stride
-
-    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return (lengths + self.time_stride - 1) // self.time_stride
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, T, F = x.shape
-        pad = (-T) % self.time_stride
-        x = nn.functional.pad(x, (0, 0, 0, pad))  # padding is zeros, as the frames past each length
-        return x.reshape(B, (T + pad) // self.time_stride, F * self.time_stride), self.output_lengths(lengths)
+from .rnn import RNNEncoder
 
 
 class Lookahead(nn.Module):
@@ -101,7 +40,7 @@ class Lookahead(nn.Module):
         return nn.functional.hardtanh(self.conv(x.transpose(1, 2)).transpose(1, 2), 0.0, 20.0)
 
 
-class CTCModel(TrainableModel, Recognizer):
+class CTCModel(RNNEncoder, TrainableModel, Recognizer):
     arch = "ctc"
     best_metric = ("wer", "min")
 
@@ -109,18 +48,7 @@ class CTCModel(TrainableModel, Recognizer):
         super().__init__(cfg)
         self.vocab = vocab
         m = cfg.model
-        self.frontend = Frontend(cfg.features, cfg.augment)
-        size = self.frontend.output_size
-        if m.subsample not in SUBSAMPLERS:
-            raise ValueError(f"model.subsample: {m.subsample!r} is not one of {sorted(SUBSAMPLERS)}")
-        self.conv = None
-        if m.subsample == "conv":
-            self.conv = ConvSubsample(size, m.conv_channels)
-        elif m.subsample == "stack":
-            self.conv = FrameStack(size, m.stack_frames)
-        if self.conv is not None:
-            size = self.conv.output_size
-        self.encoder = StackedRNN(size, m.hidden_size, m.num_layers, m.cell, m.bidirectional, m.proj_size, m.dropout)
+        self.build_encoder(cfg)
         self.lookahead = None
         if m.lookahead:
             if m.bidirectional:
@@ -168,10 +96,7 @@ class CTCModel(TrainableModel, Recognizer):
 
     def forward(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S) waveforms at cfg.features.sample_rate -> (B, T, V) log-probabilities, (B,) lengths."""
-        x, lens = self.frontend(wav, wav_lens)
-        if self.conv is not None:
-            x, lens = self.conv(x, lens)
-        x = self.encoder(x, lens)
+        x, lens = self.encode(*self.frontend(wav, wav_lens))
         if self.lookahead is not None:
             x = self.lookahead(x, lens)
         logits = self.output(self.dropout(x))

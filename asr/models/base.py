@@ -6,7 +6,7 @@ and the pipelines rely on (ARCHITECTURE.md), and the facts about a model that ca
                     best_metric, after_training (CTC, speaker and TTS models)
     Recognizer      + vocab, ctc_members, ctc_posteriors, transcribe (a CTC model, an ensemble)
 
-The pipelines (transcribe, streaming, speaker, pretrained...) import the models, never the other
+The pipelines (transcribe, streaming, speaker_*, package, registry...) import the models, never the other
 way round, except for the convenience methods `Recognizer.transcribe` and `CTCModel.stream`; what
 the pipelines check about a model (its kind, its LM) is in asr.models.checks, which imports nothing
 of the toolkit, so that exception closes no circle.
@@ -35,7 +35,7 @@ class Loss:
 
 
 class Model(nn.Module, ABC):
-    """A model as a package holds it (asr.pretrained): its kind, its config, what rebuilds it.
+    """A model as a package holds it (asr.package): its kind, its config, what rebuilds it.
 
     `info` (provenance: date, recipe, measured results) and the `package_*` facts are empty for a
     model built in Python and filled in by the loader, so callers read them without probing.

@@ -23,7 +23,7 @@ def check_arch(arch: str, wanted: str | tuple[str, ...], where: str) -> None:
 
 @dataclass(frozen=True)
 class PackageLM:
-    """A package's decode.lm, resolved once when the package loads (asr.pretrained): the name its
+    """A package's decode.lm, resolved once when the package loads (asr.package): the name its
     header records, relative to the package's folder so both can move together, and the file that
     name is here, or why the name is refused (a path outside that folder: a stranger's header must
     not make us open any file of this machine). The refusal waits until something needs the LM, so

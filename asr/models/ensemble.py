@@ -55,7 +55,7 @@ class CTCEnsemble(Recognizer):
         members = []
         for entry in meta["members"]:
             member_cfg = load_config(data=entry["config"])
-            member_cfg.features.cmvn = None  # the statistics are in the weights (see pretrained.read_package)
+            member_cfg.features.cmvn = None  # the statistics are in the weights (see package.read_package)
             members.append(CTCModel.from_package_meta(member_cfg, entry["model_meta"]))
         return cls(members, cfg)
 

@@ -38,11 +38,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ExperimentConfig
-from ..features import Frontend, lengths_to_mask, speed_perturb
+from ..features import lengths_to_mask, speed_perturb
 from ..metrics import eer, min_dcf
-from .acoustic import SUBSAMPLERS, ConvSubsample, FrameStack
 from .base import Loss, TrainableModel
-from .rnn import StackedRNN
+from .rnn import RNNEncoder
 
 EXTRA_DEFAULTS = {"head": "amsoftmax", "margin": 0.2, "scale": 30.0, "attention_dim": 128, "speed_speakers": [],
                   "backend": "fused", "stats_weight": 1.0, "wccn_reg": 0.1}
@@ -125,7 +124,7 @@ class SoftmaxHead(nn.Linear):
         return super().forward(emb.float())
 
 
-class SpeakerModel(TrainableModel):
+class SpeakerModel(RNNEncoder, TrainableModel):
     arch = "speaker"
     best_metric = ("eer", "min")
 
@@ -137,15 +136,7 @@ class SpeakerModel(TrainableModel):
         self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
         m = cfg.model
         extra = speaker_extra(cfg)
-        self.frontend = Frontend(cfg.features, cfg.augment)
-        size = self.frontend.output_size
-        if m.subsample not in SUBSAMPLERS:
-            raise ValueError(f"model.subsample: {m.subsample!r} is not one of {sorted(SUBSAMPLERS)}")
-        self.conv = {"none": lambda: None, "stack": lambda: FrameStack(size, m.stack_frames),
-                     "conv": lambda: ConvSubsample(size, m.conv_channels)}[m.subsample]()
-        if self.conv is not None:
-            size = self.conv.output_size
-        self.encoder = StackedRNN(size, m.hidden_size, m.num_layers, m.cell, m.bidirectional, m.proj_size, m.dropout)
+        self.build_encoder(cfg)
         self.pooling = AttentiveStatsPooling(self.encoder.output_size, int(extra["attention_dim"]))
         self.dropout = nn.Dropout(m.dropout)
         self.embedding = nn.Linear(self.pooling.output_size, m.embedding_dim)
@@ -194,9 +185,7 @@ class SpeakerModel(TrainableModel):
         return self._network(*self.frontend(wav, wav_lens))
 
     def _network(self, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        if self.conv is not None:
-            x, lens = self.conv(x, lens)
-        x = self.encoder(x, lens)
+        x, lens = self.encode(x, lens)
         return self.embedding(self.dropout(self.pooling(x, lens)))
 
     @staticmethod

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ExperimentConfig
-from ..features import GlobalCMVN, LogMel, compute_cmvn, lengths_to_mask
+from ..features import GlobalCMVN, LogMel, lengths_to_mask, pad_batch, utterance_cmvn
 from ..text import DIGIT_WORDS, Vocabulary, unsayable
 from ..tts_text import FRONTENDS, fallback_punctuation
 from .base import Loss, TrainableModel
@@ -231,8 +231,6 @@ class TTSModel(TrainableModel):
 
     @classmethod
     def from_training_data(cls, cfg: ExperimentConfig, utterances) -> "TTSModel":
-        from ..audio import AudioError
-
         utterances = list(utterances)
         read = FRONTENDS[tts_extra(cfg)["text"]]
         texts = [read(u.text or "") for u in utterances]
@@ -246,15 +244,7 @@ class TTSModel(TrainableModel):
             return model
         n = int(model.extra["cmvn_utts"])
         sample = random.Random(cfg.train.seed).sample(utterances, min(n, len(utterances)))
-
-        def waves():
-            for u in sample:
-                try:
-                    yield u.load_audio(cfg.features.sample_rate)[0]
-                except AudioError:
-                    continue  # the trainer reports unreadable files when it meets them
-
-        stats = compute_cmvn(LogMel(cfg.features), waves())
+        stats = utterance_cmvn(cfg.features, sample)
         model.cmvn.set_stats(stats["mean"], stats["std"])
         return model
 
@@ -509,10 +499,7 @@ def text_batch(model: TTSModel, texts: list[str], speakers: list[str | None] | N
 
 
 def pad_ids(ids: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Id sequences -> (B, longest) tensor padded with 0 and their lengths."""
-    lens = torch.tensor([len(x) for x in ids], device=device)
-    t = torch.zeros(len(ids), int(lens.max()), dtype=torch.long, device=device)
-    for row, x in enumerate(ids):
-        t[row, : len(x)] = torch.tensor(x, device=device)
-    return t, lens
+    """Id sequences -> (B, longest) tensor padded with 0 and their lengths, on `device`."""
+    t, lens = pad_batch(ids, torch.long)
+    return t.to(device), lens.to(device)
 

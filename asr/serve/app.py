@@ -47,11 +47,13 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .. import speaker as spk
 from .. import __version__
+from .. import speaker_db as spk
 from ..audio import AudioError, load_audio, resample
 from ..config import load_config
-from ..pretrained import PackageError, load_model, read_header, registry, resolve
+from ..package import PackageError, read_header
+from ..registry import load_model, registry, resolve
+from ..speaker_embed import embed_arrays
 from ..streaming import Stream, file_header, pcm16, streaming_problem
 from ..synthesize import synthesize
 from ..transcribe import Transcriber, Transcript, cues, format_transcript
@@ -508,7 +510,7 @@ async def speech(request: Request) -> Response:
 def _embed(models: WorkerModels, name: str, uploads: list[tuple[str, bytes]]):
     model = models.get(name)
     sr = model.cfg.features.sample_rate
-    return model, spk.embed_arrays(model, [_decode(u, sr) for u in uploads])
+    return model, embed_arrays(model, [_decode(u, sr) for u in uploads])
 
 
 def _enroll(models, name, speaker, uploads, replace, db_path, db_lock):

@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 from asr.datadir import read_data_dir, write_data_dir
-from asr.speaker import make_trials
+from asr.speaker_eval import make_trials
 
 # Training speakers: every 10th utterance of each goes to dev (the trainer's speaker accuracy).
 train = [u for d in ("data/an4/train", "data/so762/train", "data/fsdd/train", "data/fsdd/dev")
@@ -105,7 +105,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from asr.speaker import eer
+from asr.metrics import eer
 
 exp, config, machine, day = sys.argv[1:]
 group = dict(l.split() for l in Path("data/test/spk2group").read_text().splitlines())

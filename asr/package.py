@@ -1,4 +1,4 @@
-"""Model packages: one safetensors file = weights + config + vocabulary + CMVN + metadata.
+"""The model package file: one safetensors file = weights + config + vocabulary + CMVN + metadata.
 
 Loading never unpickles anything (safetensors holds raw tensors and a string->string header), so a
 package from a stranger cannot run code.  The header records the package-format version, so an
@@ -15,10 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
-import time
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -26,20 +22,16 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
-from tqdm import tqdm
 
 from .checkpoint import atomic_write_bytes, sha256_file
 from .config import ExperimentConfig, load_config
+from .models import model_class
+from .models.checks import PackageLM
+from .quantize import QUANTIZATIONS, quantize_int8
 
 FORMAT = "asr-package"
 FORMAT_VERSION = 2  # 2: package_sha256 covers the header too; 1: weights_sha256 only
 PACKAGE_FILE = "model.safetensors"  # name of the package inside an experiment dir
-EMBEDDED_DIR = Path(__file__).parent / "pretrained"
-
-
-# Per socket operation, and the window over which a download must keep MIN_DOWNLOAD_RATE.
-DOWNLOAD_TIMEOUT = 30.0
-MIN_DOWNLOAD_RATE = 1024  # bytes/s: slower than this for a whole window is a stalled server
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +74,6 @@ def save_package(model, path: str | Path, info: dict | None = None, half: bool =
     the float weights stored; `model` itself must be the float one.
     """
     if quantization is not None:
-        from .quantize import QUANTIZATIONS
-
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization: {quantization!r} is not one of {list(QUANTIZATIONS)}")
         if getattr(model, "quantization", None):
@@ -125,10 +115,8 @@ def package_lm(lm: str | None, package_path: str | os.PathLike | None) -> str | 
     return os.path.join(os.path.dirname(package_path), lm)
 
 
-def resolve_package_lm(lm: str | None, package_path: str | os.PathLike) -> "PackageLM | None":
+def resolve_package_lm(lm: str | None, package_path: str | os.PathLike) -> PackageLM | None:
     """A loaded package's decode.lm, resolved once (asr.models.checks.PackageLM)."""
-    from .models.checks import PackageLM
-
     if not lm:
         return None
     try:
@@ -279,8 +267,6 @@ def load_package(path: str | Path, device: str | torch.device = "cpu", *, file_s
                  allow_unverified: bool = False, quantized: bool = True):
     """The model of a package, in eval mode; quantized=False: the float model even if the package
     records int8 (to re-package it)."""
-    from .models import model_class
-
     pkg = read_package(path, file_sha256=file_sha256, allow_unverified=allow_unverified)
     _check_declared_sizes(pkg)
     try:
@@ -303,8 +289,6 @@ def load_package(path: str | Path, device: str | torch.device = "cpu", *, file_s
     model.package_half = any(t.dtype == torch.float16 for t in pkg.tensors.values())  # stored by --half
     model.package_quantization = pkg.quantization
     if pkg.quantization and quantized:
-        from .quantize import QUANTIZATIONS, quantize_int8
-
         if pkg.quantization not in QUANTIZATIONS:
             raise PackageError(f"{path}: quantization {pkg.quantization!r} is unknown to this asr "
                                f"(known: {list(QUANTIZATIONS)}); upgrade asr")
@@ -312,153 +296,3 @@ def load_package(path: str | Path, device: str | torch.device = "cpu", *, file_s
             raise PackageError(f"{path}: an int8 package runs on CPU only, not on {device}")
         return quantize_int8(model.eval())
     return model.to(device).eval()
-
-
-# -- the registry: names -> packages ----------------------------------------------------------
-
-REGISTRY_FILE = Path(__file__).parent / "pretrained" / "registry.json"
-
-
-def asr_home() -> Path:
-    return Path(os.environ.get("ASR_HOME", Path.home() / ".cache" / "asr"))
-
-
-def registry() -> dict[str, dict]:
-    """Known model names: {name: {file | url, sha256, description, ...}}."""
-    try:
-        return json.loads(REGISTRY_FILE.read_text())
-    except FileNotFoundError:
-        return {}
-
-
-def resolve(name_or_path: str | Path, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
-    """A registry name, a local file, an experiment dir, a file:// URL or an http(s) URL -> local file."""
-    return _resolve(name_or_path, timeout)[0]
-
-
-def url_cache_path(url: str) -> Path:
-    """Where a downloaded package is cached: keyed by a hash of the whole URL (two URLs ending in
-    the same file name are two models), with the file name kept for people reading the folder."""
-    name = Path(urllib.parse.urlparse(url).path).name or "model.safetensors"
-    return asr_home() / "models" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
-
-
-def _resolve(name_or_path: str | Path, timeout: float = DOWNLOAD_TIMEOUT) -> tuple[Path, str | None]:
-    """(local file, the registry's sha256 of the whole file or None)."""
-    s = str(name_or_path)
-    reg = registry()
-    if s in reg:
-        entry = reg[s]
-        if "file" in entry:
-            return EMBEDDED_DIR / entry["file"], entry.get("sha256")
-        return _fetch(entry["url"], entry.get("sha256"), asr_home() / "models" / f"{s}.safetensors", timeout), \
-            entry.get("sha256")
-    if s.startswith("file://"):
-        s = urllib.parse.unquote(urllib.parse.urlparse(s).path)
-    elif s.startswith(("http://", "https://")):
-        return _fetch(s, None, url_cache_path(s), timeout), None
-    p = Path(s)
-    if p.is_dir():
-        p = p / PACKAGE_FILE
-    if not p.exists():
-        known = ", ".join(sorted(reg)) or "none"
-        raise PackageError(f"{s}: not a known model name (known: {known}) and no such file or directory")
-    return p, None
-
-
-def _download(url: str, dest, timeout: float) -> None:
-    """`url` into the open file `dest`, with a progress bar on stderr. Fails when a socket operation
-    waits `timeout` s, or when a whole `timeout` window brings less than MIN_DOWNLOAD_RATE: a server
-    trickling one byte a second must not hang the command for ever."""
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        total = int(r.headers.get("Content-Length") or 0) or None
-        name = Path(urllib.parse.urlparse(url).path).name or url
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}", file=sys.stderr,
-                  disable=None, leave=False) as bar:
-            window_start, window_bytes = time.monotonic(), 0
-            while chunk := r.read1(1 << 16):
-                dest.write(chunk)
-                bar.update(len(chunk))
-                window_bytes += len(chunk)
-                elapsed = time.monotonic() - window_start
-                if elapsed >= timeout:
-                    if window_bytes < MIN_DOWNLOAD_RATE * elapsed:
-                        raise TimeoutError(f"stalled: {window_bytes} bytes in {elapsed:.1f} s")
-                    window_start, window_bytes = time.monotonic(), 0
-
-
-def _fetch(url: str, sha256: str | None, dest: Path, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
-    """`url` cached at `dest`. The download goes to a temporary file and is moved into the cache only
-    once it is a package whose checksum verifies: an HTML error page or a cut-off file is never cached."""
-    if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
-    try:
-        try:
-            with open(tmp, "wb") as f:
-                _download(url, f, timeout)
-        except (OSError, ValueError) as e:  # URLError, timeouts, refused connections are OSErrors
-            raise PackageError(f"{url}: download failed ({e}); pass a local path or file:// URL instead") from None
-        if sha256 and sha256_file(tmp) != sha256:
-            raise PackageError(f"{url}: downloaded file does not match its sha256 {sha256}")
-        try:
-            read_package(tmp, file_sha256=sha256)
-        except PackageError as e:
-            raise PackageError(f"{url}: the download is not a usable model package "
-                               f"({str(e).removeprefix(f'{tmp}: ')}); nothing was cached") from None
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
-
-
-DEFAULT_MODEL = "digits"
-
-
-def load_model(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu", *,
-               arch: str | tuple[str, ...] | None = None, allow_unverified: bool = False, quantized: bool = True):
-    """A ready model from a registry name, a package file, an experiment dir or a URL. `arch`: the
-    kind(s) of model the caller can use (asr.models.RECOGNIZERS, "speaker", "tts"); another kind is
-    refused from its header, before its weights are read. A package without a checksum is refused
-    unless `allow_unverified` (a file you made and trust); quantized=False gives the float model of
-    an int8 package."""
-    from .models import check_arch
-
-    path, file_sha256 = _resolve(name_or_path)
-    if arch is not None:
-        try:
-            check_arch(read_header(path).get("arch", "?"), arch, str(name_or_path))
-        except ValueError as e:
-            raise PackageError(str(e)) from None
-    return load_package(path, device, file_sha256=file_sha256, allow_unverified=allow_unverified,
-                        quantized=quantized)
-
-
-def ship(package: str | Path, name: str, data: str = "", result: str = "") -> Path:
-    """Copy a package into the Python package as an embedded model and list it in the registry.
-
-    A package that decodes with an LM (decode.lm, relative to it) takes the LM along, as
-    `<name>.<suffix>` beside it, and its header is rewritten to point there; weights are untouched.
-    """
-    pkg = read_package(package)  # refuse to ship a broken file
-    dest = EMBEDDED_DIR / f"{name}.safetensors"
-    lm = pkg.cfg.decode.lm
-    if lm:
-        src = Path(package_lm(lm, package))
-        if not src.is_file():
-            raise PackageError(f"{package}: its decode.lm {lm!r} is not at {src}")
-        lm_dest = EMBEDDED_DIR / f"{name}{src.suffix or '.arpa'}"
-        atomic_write_bytes(lm_dest, src.read_bytes())
-        meta = read_header(package)
-        config = json.loads(meta["config"])
-        config["decode"]["lm"] = lm_dest.name
-        meta = _sealed({**meta, "config": json.dumps(config, ensure_ascii=False)}, pkg.tensors)
-        atomic_write_bytes(dest, save(pkg.tensors, metadata=meta))
-    else:
-        atomic_write_bytes(dest, Path(package).read_bytes())
-    reg = registry()
-    reg[name] = {"file": dest.name, "arch": pkg.arch, "data": data, "result": result,
-                 "sha256": sha256_file(dest), "size_mb": round(dest.stat().st_size / 2**20, 1)}
-    atomic_write_bytes(REGISTRY_FILE, (json.dumps(reg, indent=2, sort_keys=True) + "\n").encode())
-    return dest
