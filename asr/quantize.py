@@ -84,5 +84,12 @@ def quantize_int8(model: nn.Module) -> nn.Module:
             if isinstance(child, RecurrentLayer):
                 setattr(parent, name, Int8RecurrentLayer(child))
     _quantize_dynamic(model, {nn.Linear})
+    for conv in model.modules():
+        if isinstance(conv, nn.Conv2d):
+            # The convolutions stay float32, and once the LSTMs are int8 they are a quarter of the
+            # DS2 size's time; oneDNN's channels-last kernels run them 3.3x faster at batch 1 (10 s,
+            # one thread: 53 vs 175 ms), equal up to float rounding (1e-5). The float model keeps
+            # NCHW: it also trains, on GPUs too, where this layout is unmeasured.
+            conv.to(memory_format=torch.channels_last)
     model.quantization = INT8
     return model
