@@ -13,8 +13,9 @@ reversed within their own lengths, as the float path does. A quantized bidirecti
 would run its backward direction from the end of the padding instead.
 
 Measured (BENCHMARKS.md, one thread, CPU time, interleaved with fp32): the DeepSpeech2 size (conv +
-5x1024 BiLSTM) runs 3.4x faster at batch 1 for a 10 s utterance, 4.8x for 5 s. torch.ao.quantization warns that it is deprecated, but torch 2.11 still ships it and the
-successor (torchao's `quantize_`) has no recurrent layers; the warning is silenced here.
+5x1024 BiLSTM) runs 3.4x faster at batch 1 for a 10 s utterance, 4.8x for 5 s.
+torch.ao.quantization warns that it is deprecated, but torch 2.11 still ships it and the successor
+(torchao's `quantize_`) has no recurrent layers; the warning is silenced here.
 """
 from __future__ import annotations
 
