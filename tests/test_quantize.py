@@ -23,7 +23,8 @@ def small_model(cell="lstm", seed=0, **model) -> CTCModel:
     torch.manual_seed(seed)
     cfg = ExperimentConfig()
     cfg.features = FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, n_mels=20)
-    cfg.model = ModelConfig(num_layers=2, hidden_size=32, dropout=0.0, cell=cell, subsample="stack", **model)
+    model.setdefault("subsample", "stack")
+    cfg.model = ModelConfig(num_layers=2, hidden_size=32, dropout=0.0, cell=cell, **model)
     return CTCModel(cfg, Vocabulary.from_texts(["one two three"])).eval()
 
 
@@ -56,6 +57,21 @@ def test_int8_keeps_each_utterance_independent_of_its_padding(cell):
     half = ours.size(-1) // 2  # forward halves agree; the naive backward half saw the padding
     assert (ours[:, :half] - theirs[:, :half]).abs().max() < 0.05
     assert (ours[:, half:] - theirs[:, half:]).abs().max() > 0.05
+
+
+def test_int8_runs_the_float_convolutions_channels_last_with_the_same_output():
+    model = small_model(subsample="conv", conv_channels=4)
+    q = quantize_int8(copy.deepcopy(model))
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last)
+               for c in q.modules() if isinstance(c, torch.nn.Conv2d))
+    torch.manual_seed(1)
+    wav, lens = torch.randn(2, 16000) * 0.3, torch.tensor([16000, 9000])
+    with torch.inference_mode():
+        feats = model.frontend(wav, lens)
+        ref, ref_lens = model.conv(*feats)
+        ours, our_lens = q.conv(*feats)
+    assert torch.equal(ref_lens, our_lens) and (ours - ref).abs().max() < 1e-4
+    assert not ours[1, int(our_lens[1]):].any()  # the padding is re-zeroed in either layout
 
 
 def test_int8_package_records_it_and_loading_rebuilds_the_int8_model(tmp_path):
