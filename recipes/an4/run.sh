@@ -7,9 +7,7 @@
 #            [--exp exp/train] [--force true]
 # Stages: 0 prepare, 1 CMVN, 2 train, 3 greedy decode + score, 4 package, 5 RESULTS.part.md,
 #         6 word 3-gram LM from the training transcripts, 7 tune LM weight/bonus/beam on dev,
-#         8 decode test with the tuned package,
-#         9 ensemble: the models of --ensemble-exps (each trained by stages 2-3 with its --config and
-#           --exp) combined by `asr ensemble` with stage 6's LM, tuned on dev, decoded on test
+#         8 decode test with the tuned package
 
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -23,7 +21,6 @@ exp=exp/train
 corpus_dir=
 dev_utts=100
 train_args=
-ensemble_exps="exp/train exp/finetune_english"
 cmvn=exp/cmvn.json  # --cmvn ../english/exp/cmvn.json with --config conf/finetune_english.yaml
 force=false
 . ../lib.sh
@@ -103,16 +100,3 @@ if stage 8 decode_lm; then
   done_stage 8 decode_lm
 fi
 
-if stage 9 ensemble; then
-  ens=exp/ensemble
-  for e in $ensemble_exps; do
-    [ -f "$e/model.safetensors" ] || { echo "$0: stage 9: $e has no trained model: train it with stage 2 first" >&2; exit 1; }
-  done
-  asr ensemble $ensemble_exps -o $ens/members.safetensors --lm "$lm"
-  asr tune --model $ens/members.safetensors --data data/dev --lm "$lm" --out-dir $ens/tune \
-    --alphas 0.3,0.6,1.0,1.5 --betas 0,1,2 --beams 16
-  asr decode --model $ens/tune/model.safetensors --data data/test --out-dir $ens/decode_test_lm
-  echo "ensemble of $ensemble_exps (tuned on dev: $(python -c "import json;b=json.load(open('$ens/tune/best.json'));print(f\"alpha {b['alpha']}, beta {b['beta']}, beam {b['beam_width']}\")")):"
-  sed -n '1p;3p' $ens/decode_test_lm/wer
-  done_stage 9 ensemble
-fi
