@@ -221,10 +221,10 @@ def evaluate(model, utts, asr_model, out_dir: str | Path, seed: int = 0, max_ste
     res = {"utterances": len(refs), "seed": seed}
     if asr is not None:
         tr = Transcriber(asr)
-        syn_hyps = {t.path: t.text for t in tr.transcribe_arrays(syn_items)}
+        syn_hyps = {t.path: t.text for t in tr.transcribe_arrays(syn_items, sample_rate=sr)}
         syn_stats = score(refs, syn_hyps, out / "synth")
-        real_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(real_items)}, out / "real")
-        copy_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(copy_items)}, out / "copy")
+        real_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(real_items, sample_rate=sr)}, out / "real")
+        copy_stats = score(refs, {t.path: t.text for t in tr.transcribe_arrays(copy_items, sample_rate=sr)}, out / "copy")
         speakers = {u.utt_id: u.speaker for u in utts}
         res["wer_synth_per_speaker"] = {
             spk: round(corpus_wer([refs[k] for k in refs if speakers[k] == spk],

@@ -102,7 +102,7 @@ def test_digits_tts_intelligibility(tmp_path):
     utts = read_data_dir(tmp_path / "data" / "test_conn")
     tts = load_model("digits-tts")
     synthesized = [(u.utt_id, synthesize(tts, u.text, seed=0).wav) for u in utts]
-    hyps = [t.text for t in Transcriber(load_model("digits")).transcribe_arrays(synthesized)]
+    hyps = [t.text for t in Transcriber(load_model("digits")).transcribe_arrays(synthesized, sample_rate=tts.cfg.features.sample_rate)]
     stats = corpus_wer([u.text for u in utts], hyps)
     assert len(utts) == 200
     assert abs(stats.rate - expected) <= 0.25, stats.kaldi_line()  # 2 words of 800

@@ -58,6 +58,19 @@ def test_python_api_on_path_array_and_batch(model, tmp_path):
         model.transcribe(wav)
 
 
+def test_arrays_at_another_rate_are_resampled_not_misread(model, tmp_path):
+    # audio at twice or half the model's rate, read as if at its rate, is heard at another speed
+    # (how TTS evaluation scored 81 % WER on intelligible 8 kHz speech with a 16 kHz ASR model)
+    from asr.audio import resample
+
+    path, ref = digits_wav(tmp_path, [3, 1, 9, 4])
+    wav, sr = sf.read(path, dtype="float32")
+    tr = Transcriber(model)
+    other = 16000 if tr.sr != 16000 else 8000
+    [resampled] = tr.transcribe_arrays([("seq", resample(wav, sr, other))], sample_rate=other)
+    assert resampled.text == model.transcribe(path).text == ref
+
+
 @pytest.mark.parametrize("fmt,subtype,sr,channels", [
     ("wav", "PCM_16", 16000, 1), ("flac", "PCM_16", 44100, 2), ("ogg", "VORBIS", 22050, 1), ("mp3", None, 16000, 2),
     ("wav", "FLOAT", 8000, 2),
