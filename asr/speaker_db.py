@@ -35,7 +35,7 @@ import numpy as np
 from .audio import AudioError, load_audio
 from .checkpoint import atomic_write_bytes
 from .registry import asr_home
-from .speaker_embed import embed_arrays, embed_files, model_id, normalise
+from .speaker_embed import embed_arrays, embed_files, model_id, normalize
 
 DEFAULT_MODEL = "speaker"  # 204 real voices, 16 kHz; digits-speaker stays for FSDD (recipes/speaker_digits)
 # Used when the model package records no threshold of its own (`info.threshold`, set by a recipe
@@ -62,7 +62,7 @@ class Enrolled:
 
     @property
     def embedding(self) -> np.ndarray:
-        return normalise(self.mean)
+        return normalize(self.mean)
 
 
 def default_db_path() -> Path:

@@ -67,5 +67,5 @@ def model_id(model) -> str:
     return weights_sha256(model.state_dict())
 
 
-def normalise(v: np.ndarray) -> np.ndarray:
+def normalize(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)

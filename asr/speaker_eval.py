@@ -16,7 +16,7 @@ import numpy as np
 from .datadir import read_data_dir
 from .metrics import eer_threshold, min_dcf
 from .speaker_db import UNKNOWN, default_threshold, model_name
-from .speaker_embed import embed_utterances, normalise
+from .speaker_embed import embed_utterances, normalize
 
 
 def make_trials(utts, max_trials: int = 50000, seed: int = 0) -> list[tuple[str, str, bool]]:
@@ -106,7 +106,7 @@ def evaluate(model, enroll_dirs: list[str], test_dirs: list[str], out_dir: str |
         groups[spk] = [ids[k] for k in sorted(rng.choice(len(ids), new_speaker_utts, replace=False))]
         held_back.update(groups[spk])
     names = sorted(groups)
-    centroids = normalise(np.stack([normalise(np.stack([emb[i] for i in groups[n]])).mean(0) for n in names]))
+    centroids = normalize(np.stack([normalize(np.stack([emb[i] for i in groups[n]])).mean(0) for n in names]))
 
     rows, per_spk = [], {}
     for u in test_utts:

@@ -399,10 +399,10 @@ class TTSModel(TrainableModel):
         before = torch.cat(frames, 1)
         after = self.postnet(before)
         lens = steps_done * self.r
-        mel = self.denormalise(after) * lengths_to_mask(lens, after.size(1)).unsqueeze(-1)
+        mel = self.denormalize(after) * lengths_to_mask(lens, after.size(1)).unsqueeze(-1)
         return {"mel": mel, "lengths": lens, "alignments": torch.stack(aligns, 1), "stopped": stopped}
 
-    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return x / self.cmvn.istd + self.cmvn.mean
 
     # -- training
