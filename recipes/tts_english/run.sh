@@ -10,7 +10,7 @@
 #            [--asr-model english] [--corpus-dir DIR] [--num-dev 50] [--num-test 100]
 #            [--force true] [--ship true]
 # --asr-model: the ASR model that scores intelligibility, a registry name or a package / exp dir
-#   (until `english` ships: ../english/exp/train_ft). It must not have been trained on the
+#   (until `english` ships: ../english/exp/train). It must not have been trained on the
 #   dev/test prompts' recordings (data/dev, data/test here), or the score flatters.
 # Stages: 0 prepare (data_prep.kathleen: --num-dev + --num-test prompts held out whole, seeded),
 #         1 train, 2 synthesize + evaluate on the test prompts (ASR CER/WER, MCD, RTF on one
