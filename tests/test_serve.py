@@ -722,7 +722,14 @@ class DevTools:
         return r["result"].get("value")
 
     def until(self, expression: str, what: str, timeout: float = 90.0):
-        _wait(lambda: self.js(expression), f"{what} (console: {self.console[-5:]})", timeout)
+        def holds():
+            try:
+                return self.js(expression)
+            except AssertionError as e:  # evaluated while the page reloads: its context went away
+                if "navigated or closed" in str(e) or "Cannot find context" in str(e):
+                    return False
+                raise
+        _wait(holds, f"{what} (console: {self.console[-5:]})", timeout)
 
     def close(self):
         self.stack.close()
