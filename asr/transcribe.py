@@ -223,12 +223,13 @@ class Transcriber:
 
     def transcribe_arrays(self, items: list[tuple[str, np.ndarray]], between_batches=None,
                           sample_rate: int | None = None) -> list[Transcript]:
-        """(name, mono waveform) pairs -> transcripts, segments batched by length. The waveforms are
-        at the model's rate unless `sample_rate` says otherwise (then they are resampled to it: a
-        TTS voice at 8 kHz heard by a 16 kHz model must not be read at twice its speed).
+        """(name, waveform) pairs -> transcripts, segments batched by length. Without `sample_rate`
+        the waveforms are mono at the model's rate; with it they go through `to_model_rate` as any
+        array input does (checked, downmixed, resampled: a TTS voice at 8 kHz heard by a 16 kHz
+        model must not be read at twice its speed).
         `between_batches()`, when given, runs before each batch: a caller that gives up on a long
         recording raises there (asr serve, when the request has timed out)."""
-        if sample_rate is not None and sample_rate != self.sr:
+        if sample_rate is not None:
             items = [(name, to_model_rate(wav, sample_rate, self.sr)) for name, wav in items]
         pieces = []  # (item index, offset seconds, samples)
         for k, (_, wav) in enumerate(items):
