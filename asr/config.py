@@ -68,6 +68,9 @@ class ModelConfig:
     # ctc: deepspeech.pytorch's lookahead convolution after a unidirectional RNN: each output
     # frame also sees this many future frames (a streaming delay of as many output frames); 0 = none
     lookahead: int = 0
+    # LayerNorm on each recurrent layer's output: keeps a deep (uni)directional stack's activations
+    # from saturating, which is what held unidirectional models on CTC's all-blank plateau
+    layer_norm: bool = False
     # speaker-model fields (ignored by ctc)
     embedding_dim: int = 128
     extra: dict = field(default_factory=dict)  # arch-specific knobs not shared by the others
@@ -89,6 +92,9 @@ class TrainConfig:
     final_lr_ratio: float = 0.05  # cosine decay ends at lr * this
     clip_grad_norm: float = 5.0  # exploding gradients in RNNs: clip the global norm
     grad_accum: int = 1
+    # deepspeech.pytorch's SortaGrad: the first N epochs go shortest batch first (short utterances
+    # are easy alignments, so CTC leaves its all-blank phase sooner); 0 = shuffled from the start
+    sortagrad: int = 0
     amp: str = "bf16"  # bf16 | fp16 | none; only used on CUDA
     seed: int = 0
     num_workers: int = 1

@@ -82,9 +82,11 @@ class BucketBatchSampler:
     """
 
     def __init__(self, durations: list[float], batch_seconds: float, max_batch_size: int = 64,
-                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1):
+                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 sorted_epochs: int = 0):
         self.durations = durations
         self.shuffle = shuffle
+        self.sorted_epochs = sorted_epochs
         self.seed = seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
@@ -103,7 +105,7 @@ class BucketBatchSampler:
 
     def epoch_batches(self) -> list[list[int]]:
         batches = list(self.batches)
-        if self.shuffle:
+        if self.shuffle and self.epoch >= self.sorted_epochs:
             random.Random(self.seed * 100003 + self.epoch).shuffle(batches)
         per_rank = len(batches) // self.world_size if self.world_size > 1 else len(batches)
         return batches[self.rank::self.world_size][:per_rank]

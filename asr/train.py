@@ -257,7 +257,8 @@ class Trainer:
                                                      tc.num_workers, keep=[u.utt_id for u in kept])
         else:
             self.sampler = BucketBatchSampler([u.duration for u in kept], tc.batch_seconds, tc.max_batch_size,
-                                              shuffle=True, seed=tc.seed, rank=rank, world_size=world)
+                                              shuffle=True, seed=tc.seed, rank=rank, world_size=world,
+                                              sorted_epochs=tc.sortagrad)
             loader_gen = torch.Generator().manual_seed(tc.seed)  # keeps DataLoader seeding off the global RNG
             dataset = AudioDataset(kept, cfg.features.sample_rate, cfg.augment, tc.seed)
             self.loader = make_loader(dataset, self.sampler, tc.num_workers, loader_gen)

@@ -185,3 +185,19 @@ def test_transcript_outside_vocabulary_names_the_utterance(tmp_path):
     res = run_train(conf, tmp_path / "exp")
     assert res.returncode != 0
     assert utts[0].utt_id in res.stderr and "'q'" in res.stderr
+
+
+def test_sortagrad_epochs_go_shortest_first_then_shuffle_and_resume_exactly():
+    from asr.data import BucketBatchSampler
+
+    durations = [((i * 7) % 23) / 4 + 0.5 for i in range(40)]
+    sampler = BucketBatchSampler(durations, 6.0, 4, shuffle=True, seed=3, sorted_epochs=1)
+    longest = lambda batch: max(durations[i] for i, _ in batch)  # noqa: E731
+    first = [longest(b) for b in sampler]
+    assert first == sorted(first) and len(first) > 3
+    second = [longest(b) for b in sampler]
+    assert sorted(second) == first and second != first  # same batches, shuffled from epoch 2
+    # resuming in the middle of the sorted epoch continues it, not a shuffled one
+    resumed = BucketBatchSampler(durations, 6.0, 4, shuffle=True, seed=3, sorted_epochs=1)
+    resumed.load_state_dict({"epoch": 0, "position": 2})
+    assert [longest(b) for b in resumed] == first[2:]

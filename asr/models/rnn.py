@@ -98,7 +98,8 @@ class StackedRNN(nn.Module):
     """N recurrent layers with dropout between them; the encoder of every model in the toolkit."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, cell: str = "lstm",
-                 bidirectional: bool = True, proj_size: int = 0, dropout: float = 0.0):
+                 bidirectional: bool = True, proj_size: int = 0, dropout: float = 0.0,
+                 layer_norm: bool = False):
         super().__init__()
         layers = []
         size = input_size
@@ -107,6 +108,8 @@ class StackedRNN(nn.Module):
             layers.append(layer)
             size = layer.output_size
         self.layers = nn.ModuleList(layers)
+        # frame by frame, so it streams: a chunk's normalised outputs do not depend on other chunks
+        self.norms = nn.ModuleList(nn.LayerNorm(layer.output_size) for layer in layers) if layer_norm else None
         self.dropout = nn.Dropout(dropout)
         self.output_size = size
 
@@ -115,6 +118,8 @@ class StackedRNN(nn.Module):
             if i:
                 x = self.dropout(x)
             x = layer(x, lengths)
+            if self.norms is not None:
+                x = self.norms[i](x)
         return x
 
     @property
@@ -129,6 +134,8 @@ class StackedRNN(nn.Module):
             if i:
                 x = self.dropout(x)
             x, state = layer.forward_chunk(x, state)
+            if self.norms is not None:
+                x = self.norms[i](x)
             new_states.append(state)
         return x, new_states
 
@@ -214,7 +221,8 @@ class RNNEncoder:
             self.conv = FrameStack(size, m.stack_frames)
         if self.conv is not None:
             size = self.conv.output_size
-        self.encoder = StackedRNN(size, m.hidden_size, m.num_layers, m.cell, m.bidirectional, m.proj_size, m.dropout)
+        self.encoder = StackedRNN(size, m.hidden_size, m.num_layers, m.cell, m.bidirectional, m.proj_size, m.dropout,
+                                  m.layer_norm)
 
     def encode(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frontend features (B, T, F) -> RNN outputs (B, T', H) and their lengths."""

@@ -6,7 +6,8 @@
 # training speakers of AN4 and speechocean762: checkpoints, LM weights and beams are chosen on it.
 #   ./run.sh [--stage N] [--stop-stage N] [--config conf/train.yaml] [--exp exp/train] [--force true]
 #            [--an4-dir DIR] [--so762-dir DIR] [--fsdd-dir DIR]   (default: found in ../shared/data)
-#            [--ship true]  (maintainers: copy the tuned package into asr/pretrained as `english`)
+#            [--ship true]  (maintainers: copy the tuned package into asr/pretrained as `english`,
+#             --ship-name english-stream with --config conf/stream.yaml --exp exp/stream)
 # Stages: 0 prepare, 1 CMVN, 2 train, 3 greedy decode + score, 4 LMs (word 3-gram and char 6-gram from
 #         the training transcripts), 5 tune each LM on dev, 6 decode the test sets with the tuned
 #         package, 7 scores by age group (speechocean762) and RESULTS.part.md
@@ -24,6 +25,7 @@ fsdd_dir=
 train_args=
 force=false
 ship=false
+ship_name=english  # english-stream for conf/stream.yaml
 word_order=3
 char_order=6  # KenLM (tools/install_kenlm.sh and the kenlm module) is built for orders up to 6
 . ../lib.sh
@@ -135,10 +137,10 @@ if stage 7 results; then
 fi
 
 if [ "$ship" = true ]; then
-  asr package --model "$exp/tune" -o "$exp/english.safetensors" --half --info recipe=recipes/english \
+  asr package --model "$exp/tune" -o "$exp/$ship_name.safetensors" --half --info recipe=recipes/english \
     --info data="AN4 + speechocean762 train speakers (3.25 h, about 190 speakers)" \
     --info "result=AN4 test $(head -1 "$exp/decode_an4_test_lm/wer" | cut -d' ' -f2) % WER, speechocean762 test $(head -1 "$exp/decode_so762_test_lm/wer" | cut -d' ' -f2) % WER"
-  asr ship "$exp/english.safetensors" english \
+  asr ship "$exp/$ship_name.safetensors" "$ship_name" \
     --data "AN4 + speechocean762 training speakers, 16 kHz" \
     --result "AN4 test $(head -1 "$exp/decode_an4_test_lm/wer" | cut -d' ' -f2) % WER, speechocean762 test $(head -1 "$exp/decode_so762_test_lm/wer" | cut -d' ' -f2) % WER"
 fi
